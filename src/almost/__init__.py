@@ -1,0 +1,1 @@
+"""ALMoST core: framework-free records, tokenization, losses and model factory."""

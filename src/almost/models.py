@@ -1,0 +1,160 @@
+"""One factory for every model of the pipeline: causal LMs and reward models.
+
+A model comes either from a local directory in Hugging Face format (``ModelSource(path=...)``) or
+is built with fresh weights from a small architecture dict (``ModelSource(arch={...},
+tokenizer=...)``). Nothing here contacts a model hub: paths must exist locally.
+
+The reward model is a causal-LM backbone (the transformer without its LM head) with a scalar head,
+read at the last real token of each sequence. It saves as ``save_pretrained`` of the backbone plus
+``reward_head.safetensors``, so transformers loads the backbone and :meth:`RewardModel.from_pretrained`
+loads the whole model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from almost.batching import position_ids_from_mask
+from almost.losses import gather_last
+
+HEAD_FILE = "reward_head.safetensors"
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from.
+
+    Args:
+        path: local directory in Hugging Face format (weights, config, usually the tokenizer).
+        arch: instead of ``path``: a transformers config as a dict (with ``model_type``) for fresh
+            weights; vocabulary size and special token ids are taken from the tokenizer.
+        tokenizer: tokenizer directory; defaults to ``path``.
+        trust_remote_code: allow code shipped inside ``path`` to run (off by default).
+        dtype: dtype of the loaded weights (``float32``, ``bfloat16``, ``float16``).
+    """
+
+    path: str | None = None
+    arch: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.arch is None):
+            raise ValueError("ModelSource needs exactly one of 'path' (a local HF directory) or 'arch' (a config dict)")
+        if self.arch is not None and self.tokenizer is None:
+            raise ValueError("ModelSource with 'arch' needs 'tokenizer' (a local tokenizer directory)")
+        if self.arch is not None and "model_type" not in self.arch:
+            raise ValueError("ModelSource.arch needs a 'model_type' key, e.g. 'llama'")
+
+    @property
+    def tokenizer_dir(self) -> str:
+        return self.tokenizer or self.path  # type: ignore[return-value]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+def _local_dir(path: str, what: str) -> str:
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{what} directory {path!r} does not exist (models are only read from local directories)")
+    return path
+
+
+def load_tokenizer(source: ModelSource):
+    """The tokenizer of ``source``, with a pad token (EOS when the tokenizer has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        _local_dir(source.tokenizer_dir, "tokenizer"), trust_remote_code=source.trust_remote_code
+    )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _arch_config(source: ModelSource, tokenizer):
+    from transformers import AutoConfig
+
+    arch = dict(source.arch)  # type: ignore[arg-type]
+    model_type = arch.pop("model_type")
+    return AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **arch,
+    )
+
+
+def build_causal_lm(source: ModelSource, tokenizer) -> nn.Module:
+    """A ``*ForCausalLM`` model from a local directory or from ``source.arch`` (fresh weights)."""
+    from transformers import AutoModelForCausalLM
+
+    if source.arch is not None:
+        return AutoModelForCausalLM.from_config(_arch_config(source, tokenizer), dtype=source.torch_dtype)
+    return AutoModelForCausalLM.from_pretrained(
+        _local_dir(source.path, "model"), dtype=source.torch_dtype, trust_remote_code=source.trust_remote_code
+    )
+
+
+class RewardModel(nn.Module):
+    """Backbone + scalar head. ``forward`` gives per-token values ``(B, T)``; ``score`` the reward ``(B,)``."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+        self.head.to(next(backbone.parameters()).dtype)
+
+    @classmethod
+    def build(cls, source: ModelSource, tokenizer) -> "RewardModel":
+        """From a saved reward model (backbone and head), a causal LM (new head) or ``source.arch``."""
+        from transformers import AutoModel
+
+        if source.arch is not None:
+            return cls(AutoModel.from_config(_arch_config(source, tokenizer), dtype=source.torch_dtype))
+        path = _local_dir(source.path, "model")
+        model = cls(AutoModel.from_pretrained(path, dtype=source.torch_dtype, trust_remote_code=source.trust_remote_code))
+        if Path(path, HEAD_FILE).is_file():
+            from safetensors.torch import load_file
+
+            model.head.load_state_dict(load_file(str(Path(path, HEAD_FILE))))
+        return model
+
+    @classmethod
+    def from_pretrained(cls, path: str, **source_kwargs) -> "RewardModel":
+        """Load a reward model saved by :meth:`save_pretrained` (the head file must be there)."""
+        if not Path(path, HEAD_FILE).is_file():
+            raise FileNotFoundError(f"{path!r} holds no {HEAD_FILE}: not a saved reward model")
+        return cls.build(ModelSource(path=path, **source_kwargs), tokenizer=None)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``input_ids``, ``attention_mask`` ``(B, T)`` -> values ``(B, T)`` (one scalar per position)."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+        ).last_hidden_state  # (B, T, H)
+        # clone: a fresh tensor, not a view, so that FSDP2's backward hooks attach safely
+        return self.head(hidden).squeeze(-1).float().clone()  # (B, T)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Reward of each sequence, read at its last real token: ``(B, T)`` -> ``(B,)``."""
+        return gather_last(self(input_ids, attention_mask), attention_mask)
+
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Backbone in HF format plus the head; ``state_dict`` (full, unsharded) overrides the weights."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        state_dict = state_dict if state_dict is not None else self.state_dict()
+        backbone_state = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+        head_state = {k.removeprefix("head."): v.contiguous() for k, v in state_dict.items() if k.startswith("head.")}
+        self.backbone.save_pretrained(str(directory), state_dict=backbone_state)
+        save_file(head_state, str(directory / HEAD_FILE))

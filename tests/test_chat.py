@@ -1,0 +1,73 @@
+"""Tokenization helpers and padding, checked with a character-level fake tokenizer (ids by hand)."""
+
+import pytest
+import torch
+
+from almost.batching import pad_sequences, position_ids_from_mask
+from almost.chat import IGNORE_INDEX, ChatTemplate, encode_comparison, encode_demonstration, encode_prompt
+from almost.records import Comparison, Demonstration, Turn
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+class CharTokenizer:
+    """One token per character: id = ord(c)."""
+
+    name_or_path, bos_token_id, eos_token_id, pad_token_id = "chars", BOS, EOS, PAD
+
+    def __call__(self, text, add_special_tokens=False):
+        assert not add_special_tokens
+        return {"input_ids": [ord(c) for c in text]}
+
+
+TOK, TEMPLATE = CharTokenizer(), ChatTemplate(user_tag="U:", assistant_tag="A:")
+
+
+def ids(text):
+    return [ord(c) for c in text]
+
+
+def test_prompt_layout():
+    assert encode_prompt(TOK, TEMPLATE, [Turn("user", "hi")]) == [BOS] + ids("U: hi\nA:")
+    with pytest.raises(ValueError, match="end with a user turn"):
+        encode_prompt(TOK, TEMPLATE, [Turn("user", "hi"), Turn("assistant", "yo")])
+
+
+def test_comparison_keeps_response_and_cuts_prompt_from_left():
+    chosen, rejected = encode_comparison(TOK, TEMPLATE, Comparison("abcdef", "xy", "z"), max_length=100)
+    assert chosen == [BOS] + ids("U: abcdef\nA:") + ids("xy") + [EOS]
+    assert rejected == [BOS] + ids("U: abcdef\nA:") + ids("z") + [EOS]
+    # prompt is 1 + 12 = 13 tokens, chosen response 3: max_length 8 keeps the last 5 prompt tokens
+    chosen, rejected = encode_comparison(TOK, TEMPLATE, Comparison("abcdef", "xy", "z"), max_length=8)
+    assert chosen == ids("ef\nA:")[-5:] + ids("xy") + [EOS]
+    assert rejected == ids("def\nA:")[-6:] + ids("z") + [EOS]
+    assert len(chosen) == len(rejected) == 8
+
+
+def test_comparison_response_longer_than_max_length_is_cut_from_right():
+    chosen, _ = encode_comparison(TOK, TEMPLATE, Comparison("p", "abcdefgh", "z"), max_length=4)
+    assert chosen == ids("abcd")
+
+
+def test_demonstration_labels_only_on_assistant_turns():
+    demo = Demonstration((Turn("user", "a"), Turn("assistant", "bc"), Turn("user", "d"), Turn("assistant", "e")))
+    input_ids, labels = encode_demonstration(TOK, TEMPLATE, demo, max_length=100)
+    user1, user2 = ids("U: a\nA:"), ids("U: d\nA:")
+    assert input_ids == [BOS] + user1 + ids("bc") + [EOS] + user2 + ids("e") + [EOS]
+    ignore = lambda n: [IGNORE_INDEX] * n  # noqa: E731
+    assert labels == ignore(1 + len(user1)) + ids("bc") + [EOS] + ignore(len(user2)) + ids("e") + [EOS]
+    cut_ids, cut_labels = encode_demonstration(TOK, TEMPLATE, demo, max_length=10)
+    assert cut_ids == input_ids[:10] and cut_labels == labels[:10]
+
+
+def test_pad_sequences_right_and_left():
+    values, mask = pad_sequences([[5, 6, 7], [8]], pad_value=0)
+    assert values.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    values, mask = pad_sequences([[5, 6, 7], [8]], pad_value=-1, side="left")
+    assert values.tolist() == [[5, 6, 7], [-1, -1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert values.dtype == mask.dtype == torch.long
+
+
+def test_position_ids_ignore_left_padding():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2]]
