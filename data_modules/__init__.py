@@ -1,0 +1,7 @@
+"""LightningDataModules: records -> tokenized, padded batches."""
+
+from data_modules.comparisons import ComparisonDataModule
+from data_modules.demonstrations import DemonstrationDataModule
+from data_modules.prompts import PromptDataModule
+
+__all__ = ["ComparisonDataModule", "DemonstrationDataModule", "PromptDataModule"]

@@ -1,0 +1,7 @@
+"""LightningModules: the training stages of the pipeline."""
+
+from lit_models.reward_model import RewardModelModule
+from lit_models.sft import SFTModule
+from lit_models.strategy import FSDP2Strategy
+
+__all__ = ["RewardModelModule", "SFTModule", "FSDP2Strategy"]

@@ -1,0 +1,67 @@
+"""Entry point of every stage: ``python train.py <fit|validate|test|predict> --config configs/<setting>/<stage>.yaml``.
+
+The config names the LightningModule (``model.class_path``) and the DataModule (``data.class_path``);
+any value can be overridden on the command line, e.g. ``--trainer.max_steps=10 --model.init_args.lr=1e-5``.
+
+Configs compose: a config may name the config it builds on with a top-level ``base:`` key (a path
+relative to its own folder). ``--config stage.yaml`` then loads the base first and the stage file over it.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+from lightning.pytorch.cli import LightningCLI
+
+from almost.models import ModelSource
+
+
+def with_bases(config: str) -> list[str]:
+    """``--config`` arguments for ``config`` and, before it, the chain of configs it builds on."""
+    chain, path, seen = [], Path(config), set()
+    while True:
+        if path.resolve() in seen:
+            raise ValueError(f"{config}: 'base' chain loops back to {path}")
+        seen.add(path.resolve())
+        chain.insert(0, str(path))
+        base = (yaml.safe_load(path.read_text()) or {}).get("base") if path.is_file() else None
+        if not base:
+            break
+        path = path.parent / base
+    return [arg for p in chain for arg in ("--config", p)]
+
+
+def expand_config_bases(argv: list[str]) -> list[str]:
+    out, args = [], iter(argv)
+    for arg in args:
+        if arg == "--config":
+            out += with_bases(next(args))
+        elif arg.startswith("--config="):
+            out += with_bases(arg.removeprefix("--config="))
+        else:
+            out.append(arg)
+    return out
+
+
+def tokenizer_of(source: ModelSource | dict) -> str:
+    """The tokenizer directory of a model source: the DataModule tokenizes with the model's tokenizer."""
+    return (source if isinstance(source, ModelSource) else ModelSource(**dict(source))).tokenizer_dir
+
+
+class AlmostCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--base", type=str | None, default=None, help="config this config builds on (see train.py)")
+        parser.link_arguments("model.init_args.source", "data.init_args.tokenizer", compute_fn=tokenizer_of)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = expand_config_bases(sys.argv[1:] if argv is None else argv)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # we pass the expanded argv
+    AlmostCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=argv)
+
+
+if __name__ == "__main__":
+    main()
