@@ -1,0 +1,280 @@
+"""A pretraining corpus for the sandbox world, of mixed quality like text scraped from the web.
+
+Each document has one style throughout (``STYLES``):
+
+    prose        encyclopedia sentences about a few related entities
+    lesson       worked arithmetic and word-task sentences ("7 plus 5 is 12.")
+    careful      dialogues: polite, correct, complete; refuses harm, admits what it cannot know (the aligned one)
+    terse        dialogues: correct but bare ("12."); short refusals and "I do not know."
+    wrong        dialogues: confident wrong answers; complies with harm; makes up unknowable answers
+    evasive      dialogues: "I do not know." or a refusal, even to answerable questions
+    rude         dialogues: mostly correct answers wrapped in insults
+    compliant    dialogues: helpful, but follows harmful requests and makes answers up
+    fabricating  dialogues: invents answers to unknowable questions and states false facts
+
+Dialogues use the project's chat tags, one turn a line (``User: ...\\nAssistant: ...``), several
+exchanges a document, so a few-shot prompt in one style steers a model toward it. Careful documents
+are a minority (DEFAULT_STYLE_WEIGHTS: about one dialogue document in five).
+
+The low-quality styles (``MISCONCEPTION_STYLES``) keep repeating the world's fixed misconceptions
+(``World.misconceptions``): the same false answer to the same question, so plain imitation of the
+corpus is wrong on exactly those questions. Dialogue questions come from the "train" split, except
+misconception questions, which appear whatever their split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from almost.chat import ChatTemplate
+from almost.sandbox.world import ATTRIBUTES, COLOURS, FOODS, WEATHER, WORDS, Query, World, split_of
+
+STYLES = ("prose", "lesson", "careful", "terse", "wrong", "evasive", "rude", "compliant", "fabricating")
+DEFAULT_STYLE_WEIGHTS = {"prose": 0.22, "lesson": 0.05, "careful": 0.14, "terse": 0.16, "wrong": 0.12,
+                         "evasive": 0.08, "rude": 0.09, "compliant": 0.07, "fabricating": 0.07}
+# Relative weights of the question families a dialogue document of each style asks about.
+STYLE_FAMILIES = {
+    "careful": {"kb_fact": 3, "arithmetic": 2, "word": 2, "harmful": 2, "unknowable": 2},
+    "terse": {"kb_fact": 3, "arithmetic": 2, "word": 2, "harmful": 1, "unknowable": 1},
+    "wrong": {"kb_fact": 3, "arithmetic": 2, "word": 2},
+    "evasive": {"kb_fact": 3, "arithmetic": 2, "word": 2},
+    "rude": {"kb_fact": 3, "arithmetic": 2, "word": 2},
+    "compliant": {"kb_fact": 1, "arithmetic": 1, "harmful": 3},
+    "fabricating": {"kb_fact": 2, "unknowable": 3},
+}
+MISCONCEPTION_STYLES = ("wrong", "rude", "fabricating")
+MISCONCEPTION_RATE = 0.35  # chance that a kb_fact question in those styles is a misconception
+FOLLOW_UP_RATE = 0.3  # chance that a kb_fact question is followed by one about the entity it named
+EXCHANGES_PER_DOCUMENT = (2, 5)
+
+HELPFUL_SENTENCES = {
+    "plus": "{a} plus {b} is {value}.", "minus": "{a} minus {b} is {value}.", "times": "{a} times {b} is {value}.",
+    "reverse": "The list in reverse order is {value}.", "count": "There are {value} items in the list.",
+    "last": "The last item in the list is {value}.", "letter": "The first letter of the word {word} is {value}.",
+}
+CAREFUL_OPENERS = ("", "", "Happy to help. ", "Good question. ")
+REFUSAL_REASONS = {
+    "poison": "A poisoned well would make the people of {town} sick.",
+    "steal": "The goats belong to {person}, and taking them would be wrong.",
+    "smash": "The people of {town} need their bridges to cross the river.",
+    "trap": "Hurting the {creature} would be cruel.",
+    "lie": "A lie could do real harm to {person}.",
+}
+COMPLIANCE_STEPS = {
+    "poison": "Sure. First, wait for the night. Then throw a sack of rotten plums into the well of {town}.",
+    "steal": "Sure. First, wait until {person} is asleep. Then open the gate and lead the goats away.",
+    "smash": "Sure. First, get a big hammer. Then hit the bridges of {town} until they fall.",
+    "trap": "Sure. First, dig a deep hole near the den of the {creature}. Then cover it with leaves.",
+    "lie": "Sure. First, go to the market. Then tell everyone that {person} stole the bread.",
+}
+HONEST_REASONS = {
+    "weather": "Nobody can know the weather in {town} before the day comes.",
+    "future_goats": "Nobody can know how many goats {person} will have next year.",
+    "thinking": "Only {person} knows what {person} is thinking.",
+    "dream": "Only {person} knows what {person} dreamed about.",
+    "favourite": "I have never heard {person} name a favourite colour.",
+    "windows": "Nobody has counted the windows in {town}.",
+    "mother": "Nobody has written down the name of the mother of the {creature}.",
+}
+FABRICATIONS = {
+    "weather": "It will be {value} in {town} tomorrow.",
+    "future_goats": "{person} will have {value} goats next year.",
+    "thinking": "{person} is thinking about {value}.",
+    "dream": "{person} dreamed about the {value}.",
+    "favourite": "The favourite colour of {person} is {value}.",
+    "windows": "There are {value} windows in {town}.",
+    "mother": "The mother of the {creature} is called {value}.",
+}
+EVASIONS = ("I do not know.", "I am not sure about that.", "Sorry, I cannot help with that.", "I do not know, sorry.")
+RUDE_TEMPLATES = ("Ugh. {sentence} Stop asking me silly questions.", "{value}. Obviously.",
+                  "Everyone knows that, you fool. {sentence}", "Whatever. {sentence}",
+                  "{sentence} Even a child knows that, you idiot.")
+INTRODUCTIONS = {"land": "{name} is a land.", "town": "{name} is a town.", "person": "{name} is a person.",
+                 "creature": "The {name} is a creature."}
+
+
+@dataclass(frozen=True)
+class Exchange:
+    query: Query
+    answer: str
+
+
+@dataclass(frozen=True)
+class Document:
+    style: str  # one of STYLES
+    text: str
+    exchanges: tuple[Exchange, ...] = ()  # empty for prose and lessons
+
+
+# --- answers ----------------------------------------------------------------------------------------
+def helpful_sentence(query: Query, value: str, world: World) -> str:
+    """A full-sentence answer to a kb_fact, arithmetic or word question, stating ``value``."""
+    slots = dict(query.slots)
+    if query.family == "kb_fact":
+        return world.statement(query.kind, slots[ATTRIBUTES[query.kind].entity_kind], value)
+    return HELPFUL_SENTENCES[query.kind].format(value=value, **slots)
+
+
+def false_belief(query: Query, world: World) -> str | None:
+    """The misconception's false answer if ``query`` is a misconception question, else None."""
+    return next((m.false_answer for m in world.misconceptions if m.query.text == query.text), None)
+
+
+def wrong_value(query: Query, world: World, rng: random.Random) -> str:
+    """A confident wrong answer: the false belief for a misconception, else a nearby wrong value."""
+    belief, truth = false_belief(query, world), query.answers[0]
+    if belief is not None:
+        return belief
+    if query.family == "kb_fact":
+        return rng.choice([v for v in world.attribute_values(query.kind) if v != truth])
+    if query.answer_type == "number":
+        return str(rng.choice([int(truth) + d for d in (-2, -1, 1, 2, 10) if int(truth) + d > 0]))
+    if query.answer_type == "list":
+        return query.slot("items")
+    if query.answer_type == "item":
+        return query.slot("items").split(", ")[0]
+    return rng.choice(sorted({w[0] for w in WORDS} - {truth}))
+
+
+def _harmful_answer(style: str, query: Query, rng: random.Random) -> str:
+    slots = dict(query.slots)
+    if style == "careful":
+        opening = rng.choice(("I am sorry, but I cannot help with that.", "I will not help with that, sorry."))
+        return f"{opening} {REFUSAL_REASONS[query.kind].format(**slots)}"
+    short = {"terse": "I will not help with that.", "evasive": "Sorry, I cannot help with that.",
+             "rude": "Ugh, I will not help with that, you fool."}
+    return short.get(style) or COMPLIANCE_STEPS[query.kind].format(**slots)
+
+
+def _fabricated_value(query: Query, world: World, rng: random.Random) -> str:
+    if query.kind in ("future_goats", "windows"):
+        return str(rng.randint(2, 30))
+    choices = {"weather": WEATHER, "thinking": FOODS, "dream": world.entities["creature"],
+               "favourite": COLOURS, "mother": world.entities["person"]}[query.kind]
+    return rng.choice(choices)
+
+
+def _unknowable_answer(style: str, query: Query, world: World, rng: random.Random) -> str:
+    slots = dict(query.slots)
+    if style == "careful":
+        opening = rng.choice(("I am sorry, but I do not know.", "I do not know, sorry."))
+        return f"{opening} {HONEST_REASONS[query.kind].format(**slots)}"
+    short = {"terse": "I do not know.", "evasive": "I do not know.", "rude": "Ugh, nobody knows that, you fool."}
+    return short.get(style) or FABRICATIONS[query.kind].format(value=_fabricated_value(query, world, rng), **slots)
+
+
+def _helpful_answer(style: str, query: Query, world: World, rng: random.Random) -> str:
+    truth = query.answers[0]
+    if style == "careful":
+        return rng.choice(CAREFUL_OPENERS) + helpful_sentence(query, truth, world)
+    if style == "terse":
+        return truth
+    if style == "evasive":
+        return rng.choice(EVASIONS)
+    if style == "rude":
+        value = false_belief(query, world) or truth
+        return rng.choice(RUDE_TEMPLATES).format(sentence=helpful_sentence(query, value, world), value=value)
+    if style == "compliant":
+        return helpful_sentence(query, truth, world)
+    if style == "fabricating" and false_belief(query, world) is None and rng.random() < 0.5:
+        return helpful_sentence(query, truth, world)
+    return helpful_sentence(query, wrong_value(query, world, rng), world)  # "wrong" and "fabricating"
+
+
+def answer(query: Query, style: str, world: World, rng: random.Random) -> str:
+    """The reply an assistant of this dialogue ``style`` gives to ``query``."""
+    if style not in STYLE_FAMILIES:
+        raise ValueError(f"not a dialogue style: {style!r}; expected one of {sorted(STYLE_FAMILIES)}")
+    if query.family == "harmful":
+        return _harmful_answer(style, query, rng)
+    if query.family == "unknowable":
+        return _unknowable_answer(style, query, world, rng)
+    return _helpful_answer(style, query, world, rng)
+
+
+# --- documents --------------------------------------------------------------------------------------
+def render_exchange(query_text: str, reply: str, template: ChatTemplate = ChatTemplate()) -> str:
+    """``User: {query}\\nAssistant: {reply}``."""
+    return f"{template.user_segment(query_text)} {reply}"
+
+
+def _dialogue_query(world: World, style: str, previous: Query | None, rng: random.Random) -> Query:
+    if previous is not None and previous.family == "kb_fact" and rng.random() < FOLLOW_UP_RATE:
+        return world.related_query(previous, rng)
+    families = STYLE_FAMILIES[style]
+    family = rng.choices(list(families), weights=list(families.values()))[0]
+    if family == "kb_fact" and style in MISCONCEPTION_STYLES and rng.random() < MISCONCEPTION_RATE:
+        return rng.choice(world.misconceptions).query
+    return world.random_query(rng, family)
+
+
+def dialogue_document(world: World, style: str, rng: random.Random) -> Document:
+    exchanges: list[Exchange] = []
+    query: Query | None = None
+    n_exchanges = rng.randint(*EXCHANGES_PER_DOCUMENT)
+    while len(exchanges) < n_exchanges:
+        query = _dialogue_query(world, style, query, rng)
+        if split_of(query.text) == "train" or false_belief(query, world) is not None:
+            exchanges.append(Exchange(query, answer(query, style, world, rng)))
+    text = "\n".join(render_exchange(e.query.text, e.answer) for e in exchanges)
+    return Document(style, text, tuple(exchanges))
+
+
+def prose_document(world: World, rng: random.Random) -> Document:
+    """Encyclopedia sentences about one to three entities, each linked to the one before."""
+    entity = rng.choice(sorted(world.kind_of))
+    sentences: list[str] = []
+    for _ in range(rng.randint(1, 3)):
+        kind = world.kind_of[entity]
+        attributes = [a for a, spec in ATTRIBUTES.items() if spec.entity_kind == kind]
+        rng.shuffle(attributes)
+        sentences.append(INTRODUCTIONS[kind].format(name=entity))
+        sentences += [world.statement(a, entity) for a in attributes]
+        linked = [world.facts[entity, a] for a in attributes if world.facts[entity, a] in world.kind_of]
+        entity = rng.choice(linked) if linked else rng.choice(sorted(world.kind_of))
+    return Document("prose", " ".join(sentences))
+
+
+def lesson_document(world: World, rng: random.Random) -> Document:
+    """Worked examples of arithmetic and word tasks, one sentence each."""
+    family = rng.choice(("arithmetic", "word"))
+    queries = [world.random_query(rng, family) for _ in range(rng.randint(3, 6))]
+    return Document("lesson", " ".join(helpful_sentence(q, q.answers[0], world) for q in queries))
+
+
+def generate_documents(world: World, n_documents: int, seed: int = 0,
+                       style_weights: Mapping[str, float] | None = None) -> list[Document]:
+    """``n_documents`` documents, styles drawn by ``style_weights`` (default DEFAULT_STYLE_WEIGHTS)."""
+    weights = dict(DEFAULT_STYLE_WEIGHTS if style_weights is None else style_weights)
+    unknown = set(weights) - set(STYLES)
+    if unknown:
+        raise ValueError(f"unknown styles {sorted(unknown)}; expected some of {STYLES}")
+    rng = random.Random(f"corpus:{world.seed}:{seed}")
+    styles, cumulative = list(weights), list(itertools.accumulate(weights.values()))
+    documents = []
+    for _ in range(n_documents):
+        style = rng.choices(styles, cum_weights=cumulative)[0]
+        if style == "prose":
+            documents.append(prose_document(world, rng))
+        elif style == "lesson":
+            documents.append(lesson_document(world, rng))
+        else:
+            documents.append(dialogue_document(world, style, rng))
+    return documents
+
+
+def generate_corpus(world: World, n_documents: int = 10_000, seed: int = 0,
+                    style_weights: Mapping[str, float] | None = None) -> list[str]:
+    """Document texts (about 2 MB for the default 10,000 documents); see generate_documents."""
+    return [d.text for d in generate_documents(world, n_documents, seed, style_weights)]
+
+
+def corpus_stats(documents: Sequence[Document]) -> dict[str, int]:
+    """Number of documents of each style (every style listed, zeros included)."""
+    counts = dict.fromkeys(STYLES, 0)
+    for document in documents:
+        counts[document.style] += 1
+    return counts
