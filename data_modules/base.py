@@ -39,7 +39,8 @@ def split_by_seed(records: Sequence[Any], val_fraction: float, seed: int) -> tup
 
 
 class RecordDataModule(L.LightningDataModule):
-    """Base of the DataModules: one JSONL file of one record type, split into train and validation.
+    """Base of the DataModules: one JSONL file of one record type, split into train and validation
+    (``fit``, ``validate``, ``test``: the validation part) or read whole, in order (``predict``).
 
     Args:
         path: JSONL file of records (see ``almost.records`` for the schema).
@@ -76,6 +77,7 @@ class RecordDataModule(L.LightningDataModule):
         self.tokenizer = load_tokenizer(ModelSource(path=tokenizer))
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.predict_set: Dataset | None = None
 
     # --- to implement -------------------------------------------------------------------------
     def encode(self, record: Any) -> Any:
@@ -86,6 +88,9 @@ class RecordDataModule(L.LightningDataModule):
 
     # --- shared -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":  # every record of `path`, in file order
+            self.predict_set = EncodedRecords(load_jsonl(self.hparams.path, self.record_type), self.encode)
+            return
         if self.train_set is not None:
             return
         records = load_jsonl(self.hparams.path, self.record_type)
@@ -109,3 +114,6 @@ class RecordDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, shuffle=False)

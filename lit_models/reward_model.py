@@ -55,3 +55,7 @@ class RewardModelModule(TrainingStage):
         self.log(f"{split}/margin", margin.mean(), **log)
         self.log(f"{split}/accuracy", accuracy, prog_bar=not training, on_step=False, on_epoch=True)
         return loss
+
+    def predict_step(self, batch, batch_idx) -> dict[str, torch.Tensor]:
+        chosen_rewards, rejected_rewards = self.rewards(batch)
+        return {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}

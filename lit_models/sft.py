@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
-from almost.losses import response_token_loss
+from almost.losses import response_logprobs, response_token_loss
 from almost.models import build_causal_lm
 from lit_models.base import TrainingStage
 
@@ -49,6 +49,12 @@ class SFTModule(TrainingStage):
                 metric.update(loss.detach(), weight=n_tokens)
                 self.log(f"{split}/{name}", metric, prog_bar=name == "loss", on_step=False, on_epoch=True)
         return loss
+
+    def predict_step(self, batch, batch_idx) -> dict[str, torch.Tensor]:
+        """Log-likelihood of each conversation's assistant turns (summed) and their number of tokens."""
+        logits = self.net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logprob_sum, n_tokens = response_logprobs(logits, batch["labels"])
+        return {"response_logprob": logprob_sum, "response_tokens": n_tokens}
 
 
 class Perplexity(MeanMetric):

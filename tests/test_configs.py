@@ -76,3 +76,7 @@ def test_stage_runs_through_the_cli(stage, tokenizer_dir, tmp_path):
     assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "ckpt" / "last.ckpt").is_file()
     events = list((tmp_path / stage).rglob("events.out.tfevents.*"))
     assert events, "TensorBoard event file under <save_dir>/<stage>/"
+    for subcommand in ("validate", "test", "predict"):
+        train.main([subcommand, "--config", f"configs/sandbox/{stage}.yaml", "--ckpt_path", f"{tmp_path}/ckpt/last.ckpt",
+                    f"--trainer.logger.init_args.save_dir={tmp_path}", f"--model.init_args.source.tokenizer={tokenizer_dir}",
+                    "--trainer.limit_predict_batches=2", "--trainer.enable_progress_bar=false"])

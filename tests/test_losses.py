@@ -5,7 +5,7 @@ import math
 import torch
 
 from almost.chat import IGNORE_INDEX
-from almost.losses import gather_last, last_token_index, preference_loss, response_token_loss
+from almost.losses import gather_last, last_token_index, preference_loss, response_logprobs, response_token_loss
 from almost.schedule import warmup_cosine
 
 
@@ -40,6 +40,17 @@ def test_response_token_loss_matches_manual_float64():
     expected = -(logp[0, 1, 3] + logp[0, 2, 1] + logp[1, 0, 2]) / 3
     assert n_tokens.item() == 3
     assert abs(loss.item() - expected.item()) < 1e-6  # the loss runs in float32
+
+
+def test_response_logprobs_per_row():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 4, dtype=torch.float64)
+    labels = torch.tensor([[IGNORE_INDEX, 1, 2], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])
+    logprob_sum, n_tokens = response_logprobs(logits, labels)
+    logp = logits.log_softmax(-1)
+    assert n_tokens.tolist() == [2, 0]
+    assert abs(logprob_sum[0].item() - (logp[0, 0, 1] + logp[0, 1, 2]).item()) < 1e-6
+    assert logprob_sum[1].item() == 0.0
 
 
 def test_response_token_loss_without_labels_is_zero_not_nan():

@@ -37,6 +37,12 @@ def test_reward_model_learns_separable_preference_and_exports(tokenizer_dir, tmp
     assert metrics["val/accuracy"] > 0.9, metrics
     assert metrics["val/margin"] > 1.0 and metrics["val/loss"] < 0.3, metrics
 
+    # predict scores every comparison of the file, in order
+    predictions = trainer.predict(model, data)
+    chosen = torch.cat([p["chosen_rewards"] for p in predictions])
+    rejected = torch.cat([p["rejected_rewards"] for p in predictions])
+    assert len(chosen) == len(rejected) == 400 and (chosen > rejected).float().mean() > 0.9
+
     # export round trip: the reloaded model gives the same rewards
     batch = next(iter(data.val_dataloader()))
     reloaded = RewardModel.from_pretrained(str(tmp_path / "rm")).eval()
@@ -55,6 +61,12 @@ def test_sft_drives_response_loss_down_and_exports(tokenizer_dir, tmp_path):
     end = trainer.validate(model, data, verbose=False)[0]
     assert end["val/loss"] < 0.5 * start, (start, end)
     assert abs(end["val/perplexity"] - torch.tensor(end["val/loss"]).exp().item()) < 1e-3
+
+    predictions = trainer.predict(model, data)
+    logprob_sum = torch.cat([p["response_logprob"] for p in predictions])
+    n_tokens = torch.cat([p["response_tokens"] for p in predictions])
+    assert len(logprob_sum) == 400 and (n_tokens > 0).all()
+    assert abs(-logprob_sum.sum().item() / n_tokens.sum().item() - end["val/loss"]) < 0.3  # all data vs val split
 
     batch = next(iter(data.val_dataloader()))
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "sft")).eval()

@@ -34,18 +34,27 @@ def preference_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
     return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
 
 
-def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy averaged over labelled (response) tokens.
+def response_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each row's labelled (response) tokens, and their count.
 
-    ``logits`` ``(B, T, V)``, ``labels`` ``(B, T)`` with ``IGNORE_INDEX`` on tokens not trained on.
-    Position ``t`` predicts ``labels[t + 1]``. Returns ``(loss, n_tokens)``; a batch without any
-    labelled token gives loss 0 (it contributes nothing rather than NaN).
+    ``logits`` ``(B, T, V)``, ``labels`` ``(B, T)`` with ``IGNORE_INDEX`` on tokens not scored.
+    Position ``t`` predicts ``labels[t + 1]``. Returns ``(logprob_sum (B,), n_tokens (B,))``.
     """
     shift_logits = logits[:, :-1].float()  # (B, T-1, V)
     shift_labels = labels[:, 1:]  # (B, T-1)
-    token_losses = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
-    )
-    n_tokens = (shift_labels != IGNORE_INDEX).sum()
-    return token_losses / n_tokens.clamp(min=1), n_tokens
+    scored = shift_labels != IGNORE_INDEX
+    token_logprobs = -F.cross_entropy(
+        shift_logits.transpose(1, 2), shift_labels.masked_fill(~scored, 0), reduction="none"
+    )  # (B, T-1)
+    return (token_logprobs * scored).sum(-1), scored.sum(-1)
+
+
+def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy averaged over all labelled (response) tokens of the batch.
+
+    Shapes as in :func:`response_logprobs`. Returns ``(loss, n_tokens)``; a batch without any
+    labelled token gives loss 0 (it contributes nothing rather than NaN).
+    """
+    logprob_sum, n_tokens = response_logprobs(logits, labels)
+    n_total = n_tokens.sum()
+    return -logprob_sum.sum() / n_total.clamp(min=1), n_total
