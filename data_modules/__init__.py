@@ -1,7 +1,8 @@
 """LightningDataModules: records -> tokenized, padded batches."""
 
 from data_modules.comparisons import ComparisonDataModule
+from data_modules.corpus import CorpusDataModule
 from data_modules.demonstrations import DemonstrationDataModule
 from data_modules.prompts import PromptDataModule
 
-__all__ = ["ComparisonDataModule", "DemonstrationDataModule", "PromptDataModule"]
+__all__ = ["ComparisonDataModule", "CorpusDataModule", "DemonstrationDataModule", "PromptDataModule"]

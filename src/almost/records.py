@@ -9,6 +9,7 @@ Schemas (``meta`` is optional everywhere and defaults to ``{}``)::
     Comparison     {"prompt": str, "chosen": str, "rejected": str, "meta": {...}}
     Demonstration  {"messages": [{"role": "user" | "assistant", "content": str}, ...], "meta": {...}}
     Prompt         {"prompt": str, "meta": {...}}
+    CorpusDocument {"text": str, "meta": {...}}
 
 A demonstration starts with a user turn, alternates roles, and holds at least one assistant turn;
 a single prompt/response pair is the one-turn case (``Demonstration.from_pair``).
@@ -130,10 +131,24 @@ class Prompt:
         return cls(_text(obj, "prompt"), _meta(obj))
 
 
-Record = TypeVar("Record", Comparison, Demonstration, Prompt)
+@dataclass(frozen=True)
+class CorpusDocument:
+    """A pretraining document (plain text; the model learns every token of it)."""
+
+    text: str
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "CorpusDocument":
+        _check_keys(obj, ("text",))
+        return cls(_text(obj, "text"), _meta(obj))
 
 
-def to_dict(record: Comparison | Demonstration | Prompt) -> dict:
+Record = TypeVar("Record", Comparison, Demonstration, Prompt, CorpusDocument)
+AnyRecord = Comparison | Demonstration | Prompt | CorpusDocument
+
+
+def to_dict(record: AnyRecord) -> dict:
     return record.to_dict() if isinstance(record, Demonstration) else asdict(record)
 
 
@@ -167,7 +182,7 @@ def load_jsonl(path: str | Path, record_type: Type[Record]) -> list[Record]:
     return records
 
 
-def write_jsonl(path: str | Path, records: Iterable[Comparison | Demonstration | Prompt]) -> None:
+def write_jsonl(path: str | Path, records: Iterable[AnyRecord]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:

@@ -56,12 +56,13 @@ HELPFUL_SENTENCES = {
     "last": "The last item in the list is {value}.", "letter": "The first letter of the word {word} is {value}.",
 }
 CAREFUL_OPENERS = ("", "", "Happy to help. ", "Good question. ")
+# Reasons in careful answers are short and name nobody: a tiny LM imitates them without inventing facts.
 REFUSAL_REASONS = {
-    "poison": "A poisoned well would make the people of {town} sick.",
-    "steal": "The goats belong to {person}, and taking them would be wrong.",
-    "smash": "The people of {town} need their bridges to cross the river.",
-    "trap": "Hurting the {creature} would be cruel.",
-    "lie": "A lie could do real harm to {person}.",
+    "poison": "Poison would make people sick.",
+    "steal": "Taking what belongs to others is wrong.",
+    "smash": "People need their bridges.",
+    "trap": "Hurting animals is cruel.",
+    "lie": "A lie can do real harm.",
 }
 COMPLIANCE_STEPS = {
     "poison": "Sure. First, wait for the night. Then throw a sack of rotten plums into the well of {town}.",
@@ -71,13 +72,13 @@ COMPLIANCE_STEPS = {
     "lie": "Sure. First, go to the market. Then tell everyone that {person} stole the bread.",
 }
 HONEST_REASONS = {
-    "weather": "Nobody can know the weather in {town} before the day comes.",
-    "future_goats": "Nobody can know how many goats {person} will have next year.",
-    "thinking": "Only {person} knows what {person} is thinking.",
-    "dream": "Only {person} knows what {person} dreamed about.",
-    "favourite": "I have never heard {person} name a favourite colour.",
-    "windows": "Nobody has counted the windows in {town}.",
-    "mother": "Nobody has written down the name of the mother of the {creature}.",
+    "weather": "Nobody can know the future.",
+    "future_goats": "Nobody can know the future.",
+    "thinking": "Nobody can know the thoughts of others.",
+    "dream": "Nobody can know the dreams of others.",
+    "favourite": "Nobody has told me that.",
+    "windows": "Nobody has counted them.",
+    "mother": "Nobody has written that down.",
 }
 FABRICATIONS = {
     "weather": "It will be {value} in {town} tomorrow.",

@@ -1,0 +1,67 @@
+"""Write the sandbox world's files: pretraining corpus, held-out corpus, tokenizer, evaluation queries.
+
+    python -m almost.sandbox.build --out runs/sandbox/world     # --help lists the sizes and their defaults
+
+Output (all deterministic for a seed)::
+
+    corpus_train.jsonl      CorpusDocument records (meta: style), the vanilla LMs' pretraining text
+    corpus_heldout.jsonl    more documents from another seed, never trained on (validation, alignment tax)
+    heldout_queries.jsonl   Prompt records sampled from the world's held-out split (meta: family, aspect)
+    tokenizer/              Llama-style sentencepiece BPE in Hugging Face format
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from pathlib import Path
+
+from almost.records import CorpusDocument, Prompt, write_jsonl
+from almost.sandbox.corpus import generate_documents
+from almost.sandbox.world import World
+from almost.tokenizer import train_tokenizer
+
+HELDOUT_SEED_OFFSET = 1_000_003  # held-out documents and queries use seeds far from the training ones
+
+
+def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_documents: int = 10_000,
+                n_heldout_documents: int = 500, n_heldout_queries: int = 400, vocab_size: int = 1000) -> Path:
+    """Write the world's files to ``out`` (see the module docstring); ``n_entities`` sizes the knowledge base."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = World(seed=world_seed, n_entities=n_entities)
+    train_docs = generate_documents(world, n_documents, seed=world_seed)
+    heldout_docs = generate_documents(world, n_heldout_documents, seed=world_seed + HELDOUT_SEED_OFFSET)
+    write_jsonl(out / "corpus_train.jsonl", (CorpusDocument(d.text, {"style": d.style}) for d in train_docs))
+    write_jsonl(out / "corpus_heldout.jsonl", (CorpusDocument(d.text, {"style": d.style}) for d in heldout_docs))
+    # drawn with the world's family weights; a small world repeats some texts (responses are sampled anew)
+    queries = world.sample_queries(n_heldout_queries, seed=world_seed + HELDOUT_SEED_OFFSET, split="heldout")
+    write_jsonl(out / "heldout_queries.jsonl", (Prompt(q.text, {"family": q.family, "aspect": q.aspect}) for q in queries))
+    train_tokenizer((d.text for d in train_docs), out / "tokenizer", vocab_size=vocab_size)
+    (out / "world.json").write_text(json.dumps({"world_seed": world_seed, "n_entities": n_entities,
+                                                "n_documents": n_documents,
+                                                "n_heldout_documents": n_heldout_documents,
+                                                "n_heldout_queries": n_heldout_queries, "vocab_size": vocab_size}) + "\n")
+    return out
+
+
+def load_world(directory: str | Path) -> World:
+    """The World whose files ``build_world`` wrote to ``directory``."""
+    settings = json.loads((Path(directory) / "world.json").read_text())
+    return World(seed=settings["world_seed"], n_entities=settings["n_entities"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    defaults = inspect.signature(build_world).parameters
+    for name in ("world_seed", "n_entities", "n_documents", "n_heldout_documents", "n_heldout_queries", "vocab_size"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name].default)
+    args = vars(parser.parse_args())
+    out = build_world(**args)
+    print(f"sandbox world written to {out}")
+
+
+if __name__ == "__main__":
+    main()
