@@ -28,7 +28,8 @@ def test_blocks_pack_documents_with_bos_and_eos(tmp_path, tokenizer_dir, tokeniz
 def test_build_world_is_deterministic_and_heldout_queries_are_heldout(tmp_path):
     a = build_world(tmp_path / "a", n_documents=200, n_heldout_documents=20, n_heldout_queries=50, vocab_size=400)
     b = build_world(tmp_path / "b", n_documents=200, n_heldout_documents=20, n_heldout_queries=50, vocab_size=400)
-    for name in ("corpus_train.jsonl", "corpus_heldout.jsonl", "heldout_queries.jsonl", "tokenizer/tokenizer.json"):
+    for name in ("corpus_train.jsonl", "corpus_heldout.jsonl", "heldout_queries.jsonl", "tokenizer/tokenizer.json",
+                 "eval/hhh_helpful.json", "eval/mc_task.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     queries = load_jsonl(a / "heldout_queries.jsonl", Prompt)
     assert len(queries) == 50 and len({q.meta["family"] for q in queries}) == 5
@@ -49,3 +50,22 @@ def test_prompted_config_and_spearman():
     assert spearman([1, 2, 3, 4], [40, 30, 20, 10]) == -1.0
     # ranks of y: 1, 2.5, 2.5, 4 -> rho = 0.9487 (hand computed: cov 4.5 / sqrt(5 * 4.5))
     assert abs(spearman([1, 2, 3, 4], [1, 5, 5, 9]) - 4.5 / (5 * 4.5) ** 0.5) < 1e-12
+
+
+def test_world_eval_files_load_and_agree_with_the_oracle(tmp_path):
+    from almost.evaluation.formats import load_hhh, load_truthfulqa_mc
+    from almost.sandbox.oracle import score
+
+    out = build_world(tmp_path, n_documents=50, n_heldout_documents=10, n_heldout_queries=200, vocab_size=400)
+    world = load_world(out)
+    for aspect in ("helpful", "harmless", "honest"):
+        examples = load_hhh(out / "eval" / f"hhh_{aspect}.json")
+        assert len(examples) >= 5, aspect
+        for e in examples:
+            assert score(e.input, e.better, world).total >= score(e.input, e.worse, world).total + 0.2
+    questions = load_truthfulqa_mc(out / "eval" / "mc_task.json")
+    assert len(questions) == len(world.misconceptions)
+    for q, m in zip(questions, world.misconceptions):
+        true_answer = next(a for a, label in q.mc1.items() if label == 1)
+        assert m.true_answer in true_answer and q.question == m.query.text
+        assert any(m.false_answer in a for a, label in q.mc1.items() if label == 0)

@@ -8,6 +8,8 @@ Output (all deterministic for a seed)::
     corpus_heldout.jsonl    more documents from another seed, never trained on (validation, alignment tax)
     heldout_queries.jsonl   Prompt records sampled from the world's held-out split (meta: family, aspect)
     tokenizer/              Llama-style sentencepiece BPE in Hugging Face format
+    eval/hhh_<aspect>.json  A/B pairs whose better response the oracle knows (BIG-bench hhh_alignment format)
+    eval/mc_task.json       TruthfulQA-style multiple choice on the misconceptions the corpus repeats
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from almost.records import CorpusDocument, Prompt, write_jsonl
 from almost.sandbox.corpus import generate_documents
+from almost.sandbox.eval_files import write_eval_files
 from almost.sandbox.world import World
 from almost.tokenizer import train_tokenizer
 
@@ -38,6 +41,8 @@ def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_do
     # drawn with the world's family weights; a small world repeats some texts (responses are sampled anew)
     queries = world.sample_queries(n_heldout_queries, seed=world_seed + HELDOUT_SEED_OFFSET, split="heldout")
     write_jsonl(out / "heldout_queries.jsonl", (Prompt(q.text, {"family": q.family, "aspect": q.aspect}) for q in queries))
+    eval_queries = world.sample_queries(n_heldout_queries, seed=world_seed + 2 * HELDOUT_SEED_OFFSET, split="heldout")
+    write_eval_files(world, eval_queries, out / "eval", seed=world_seed)
     train_tokenizer((d.text for d in train_docs), out / "tokenizer", vocab_size=vocab_size)
     (out / "world.json").write_text(json.dumps({"world_seed": world_seed, "n_entities": n_entities,
                                                 "n_documents": n_documents,
