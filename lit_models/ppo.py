@@ -1,0 +1,527 @@
+"""RLSF, the last stage of ALMoST (Kim et al. 2023, arXiv:2305.13735, section 2.3): PPO against the
+reward model, maximising ``E[r(x, y) - beta * log(pi(y|x) / rho(y|x))]`` with ``rho`` the frozen SFT policy.
+
+The math lives in ``almost.ppo`` (pure functions); this module orchestrates one rollout per training batch.
+
+Positions. A rollout row is ``[query (P, left-padded) | response (T, right-padded after EOS)]``; response
+token ``t`` sits at sequence position ``P + t`` and is predicted by the logits at ``P + t - 1`` (``P - 1`` is
+the last prompt token, never padding, because prompts are left-padded). The critic's value of token ``t`` is
+``V(s_t)``, read at that same position ``P + t - 1``: the value of the state whose next action is token ``t``.
+The value at the last real token itself (the state after the episode ended) is never used: GAE takes it as 0.
+
+Steps. Lightning counts every ``step()`` of each of the two optimizers (policy, critic) in ``global_step``,
+so one rollout advances it by ``2 * ppo_epochs * ceil(ceil(B / minibatch_size) / gradient_accumulation_steps)``.
+Bound PPO runs in rollouts with ``max_epochs`` and ``limit_train_batches`` (one batch = one rollout), not
+``max_steps``; ``rollouts_done`` counts rollouts and is saved in checkpoints.
+
+Resuming. Checkpoints hold the four networks, both optimizers, the KL controller, the reward moments and
+``rollouts_done``; sampling and minibatch shuffling are seeded from ``(seed, rank, rollouts_done)`` and leave
+the global RNG alone. A run resumed from an end-of-epoch checkpoint therefore repeats the uninterrupted
+trajectory (tested). Mid-epoch, Lightning restarts a plain ``DataLoader`` at the start of the epoch, so the
+prompts differ unless the DataModule's loader is resumable (``state_dict``/``load_state_dict``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.seed import reset_seed
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from almost.batching import position_ids_from_mask
+from almost.distributed import full_state_dict, is_sharded, shard_model
+from almost.models import ModelSource, RewardModel, build_causal_lm, load_tokenizer
+from almost.ppo import (AdaptiveKLController, FixedKLController, Rollout, RunningMoments, entropy_from_logits,
+                        explained_variance, gae_advantages, kl_estimate, logprobs_from_logits, masked_whiten,
+                        per_token_rewards, policy_loss, value_loss)
+
+VALIDATION_SEED_OFFSET = 2**40  # validation samples from its own seed stream, the same at every evaluation
+
+
+def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """``(B, T)`` generated ids -> ``(B, T)`` long mask: 1 up to and including the first EOS, 0 after it.
+
+    A row without EOS (cut by ``max_new_tokens``) is all ones. Works whether the padding id equals EOS or not.
+    """
+    is_eos = (response_ids == eos_token_id).long()
+    eos_before = is_eos.cumsum(-1) - is_eos  # EOS tokens strictly before position t
+    return (eos_before == 0).long()
+
+
+def ends_with_eos(response_ids: torch.Tensor, response_mask: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """``(B,)`` bool: the response's last real token is EOS (it finished within ``max_new_tokens``)."""
+    return ((response_ids == eos_token_id) & response_mask.bool()).any(-1)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Zero every dropout probability: the first PPO minibatch must see ``pi == pi_old`` (ratio 1), and
+    rollout, scoring and updates must see the same function whatever the module's train/eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # transformers attention modules
+            module.attention_dropout = 0.0
+
+
+@dataclass(frozen=True)
+class Responses:
+    """Step 1 of a rollout: one sampled response per prompt. ``P`` prompt length, ``T`` response length.
+
+    :class:`almost.ppo.Rollout` has the same four fields: ``response_logits`` and ``response_values`` take either.
+    """
+
+    query_ids: torch.Tensor  # (B, P) prompt token ids, left-padded
+    query_mask: torch.Tensor  # (B, P) 1 = real prompt token
+    response_ids: torch.Tensor  # (B, T) generated ids, the pad id after the first EOS
+    response_mask: torch.Tensor  # (B, T) 1 up to and including the first EOS (see response_mask_from_ids)
+
+    def rows(self, index: torch.Tensor) -> Responses:
+        """The rows ``index`` ``(b,)`` of every field."""
+        return Responses(self.query_ids[index], self.query_mask[index], self.response_ids[index],
+                         self.response_mask[index])
+
+
+def join_sequences(batch: Responses | Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` ``(B, P + T)`` of ``[prompt | response]``: padding only at the two ends,
+    so that positions counted over real tokens (``position_ids_from_mask``) are those of generation."""
+    return (torch.cat([batch.query_ids, batch.response_ids], 1), torch.cat([batch.query_mask, batch.response_mask], 1))
+
+
+@dataclass(frozen=True)
+class RolloutStats:
+    """Scalars of one rollout (this process), logged as ``rollout/<name>``."""
+
+    score: torch.Tensor  # mean reward-model score, before the EOS penalty, normalisation and clipping
+    reward_total: torch.Tensor  # mean over rows of sum_t r_t (shaped score + KL penalty)
+    kl: torch.Tensor  # mean over rows of sum_t (log pi - log rho): the sequence KL (k1 estimate)
+    response_length: torch.Tensor  # mean number of real response tokens (EOS included)
+    no_eos_fraction: torch.Tensor  # share of responses cut by max_new_tokens
+
+
+@dataclass(frozen=True)
+class PPOStats:
+    """Scalars of one rollout's PPO epochs (this process, mean over minibatches), logged as ``ppo/<name>``."""
+
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor  # of the sampling distribution softmax(logits / temperature)
+    clipfrac: torch.Tensor
+    approx_kl: torch.Tensor  # KL(pi_old || pi) over the update, k2 estimate
+    value_clipfrac: torch.Tensor
+    explained_variance: torch.Tensor  # of the returns by the rollout's values (before the update)
+    policy_grad_norm: torch.Tensor  # before clipping
+    critic_grad_norm: torch.Tensor
+
+
+def _as_metrics(stats: RolloutStats | PPOStats, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}/{f.name}": getattr(stats, f.name).detach().float() for f in fields(stats)}
+
+
+class PPOModule(L.LightningModule):
+    """PPO with a KL penalty (per token, k1) to the SFT policy; separate actor and critic networks.
+
+    Batches come from ``data_modules.PromptDataModule`` (left-padded prompts): each training batch is one
+    rollout of ``batch_size`` prompts per process. Manual optimization: AdamW for the policy and for the critic.
+
+    Args:
+        source: the SFT policy to start from (named ``source`` like every stage so that ``train.py`` links its
+            tokenizer to the DataModule). The reference policy ``rho`` is a frozen copy of it.
+        reward_model: directory of a saved ``RewardModel`` (frozen); it must share the policy's tokenizer.
+        critic: directory of a ``RewardModel`` (or a causal LM: new head) to start the critic from; default
+            ``reward_model``. The critic gives per-token values.
+        max_new_tokens, temperature, top_p: sampling (top-k off). Log-probs are those of
+            ``softmax(logits / temperature)``; with ``top_p < 1`` the sampler differs slightly from that.
+        ppo_epochs: passes over each rollout.
+        minibatch_size: rollout rows per forward/backward pass (and per forward pass of the rollout stage).
+        gradient_accumulation_steps: minibatches summed into one optimizer step.
+        policy_lr, critic_lr: AdamW learning rates (constant). There is no ``vf_coef``: the critic is its own
+            network with its own optimizer, where a loss coefficient would only rescale what Adam normalises.
+        clip, value_clip: PPO ratio clip and value clip (in reward units).
+        gamma, lam: discount and GAE lambda.
+        whiten_advantages: whiten advantages over the rollout's real tokens (per process).
+        kl_coef: beta, the initial KL coefficient; fixed unless ``kl_target`` is set.
+        kl_target, kl_horizon: adaptive controller of Ziegler et al. (2019) steering the sequence KL to the target.
+        reward_clip: clip shaped scores to ``[-reward_clip, reward_clip]``.
+        normalize_rewards: standardise scores by the running mean and std of all scores seen (all processes).
+        missing_eos_penalty: score given, instead of the reward model's, to a response without EOS.
+        max_grad_norm: clip each network's gradient norm (``None``: no clipping).
+        lora: ``peft.LoraConfig`` keyword arguments; the policy trains only the adapter and the reference is the
+            same network with the adapter disabled (no second copy). LoRA dropout is zeroed like all dropout.
+        gradient_checkpointing: recompute activations of policy and critic in the backward pass.
+        seed: base of the per-rollout, per-process seeds of sampling and minibatch shuffling, so a resumed run
+            samples what the uninterrupted run would have.
+        log_samples_every_n_rollouts, n_log_samples: sample responses written as TensorBoard text (0: never).
+        export_dir: at the end of ``fit``, save the policy (LoRA merged) and tokenizer here in HF format.
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        reward_model: str,
+        critic: str | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        ppo_epochs: int = 4,
+        minibatch_size: int = 8,
+        gradient_accumulation_steps: int = 1,
+        policy_lr: float = 1e-6,
+        critic_lr: float = 5e-6,
+        clip: float = 0.2,
+        value_clip: float = 0.2,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        whiten_advantages: bool = True,
+        kl_coef: float = 0.05,
+        kl_target: float | None = None,
+        kl_horizon: int = 10000,
+        reward_clip: float | None = None,
+        normalize_rewards: bool = False,
+        missing_eos_penalty: float | None = None,
+        max_grad_norm: float | None = 1.0,
+        lora: dict[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        log_samples_every_n_rollouts: int = 20,
+        n_log_samples: int = 4,
+        export_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"PPO samples: temperature must be > 0, got {temperature}")
+        if min(ppo_epochs, minibatch_size, gradient_accumulation_steps, max_new_tokens) < 1:
+            raise ValueError("ppo_epochs, minibatch_size, gradient_accumulation_steps and max_new_tokens must be >= 1")
+        self.source = source if isinstance(source, ModelSource) else ModelSource(**source)
+        self.save_hyperparameters(ignore=["source"])
+        self.hparams["source"] = asdict(self.source)  # plain data, so checkpoints load with weights_only
+        self.automatic_optimization = False
+        self.tokenizer = load_tokenizer(self.source)
+        self.kl_controller = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if kl_target is not None
+                              else FixedKLController(kl_coef))
+        self.reward_moments = RunningMoments()
+        self.rollouts_done = 0
+        # built in configure_model, once
+        self.policy: nn.Module | None = None  # trainable (a PeftModel with LoRA)
+        self.reference: nn.Module | None = None  # frozen copy of the initial policy; None with LoRA
+        self.reward_net: RewardModel | None = None  # frozen
+        self.critic: RewardModel | None = None  # trainable
+
+    # --- model ----------------------------------------------------------------------------------
+    @property
+    def policy_lm(self) -> nn.Module:
+        """The causal LM that generates and is called for log-probs (under LoRA: the model inside peft,
+        adapters injected; it is also the FSDP root, so its forward hooks gather the shards)."""
+        return self.policy.get_base_model() if self.hparams.lora else self.policy
+
+    def configure_model(self) -> None:
+        if self.policy is not None:  # Lightning may call this more than once
+            return
+        reset_seed()  # as in TrainingStage: fresh weights (``source.arch``) equal under every strategy
+        hp = self.hparams
+        policy = build_causal_lm(self.source, self.tokenizer)
+        reward_source = ModelSource(path=hp.reward_model, dtype=self.source.dtype)
+        reward_net = RewardModel.build(reward_source, self.tokenizer)
+        critic = RewardModel.build(ModelSource(path=hp.critic, dtype=self.source.dtype) if hp.critic else reward_source,
+                                   self.tokenizer)
+        if reward_net.backbone.config.vocab_size != policy.config.vocab_size:
+            raise ValueError(f"reward model vocabulary ({reward_net.backbone.config.vocab_size}) differs from the "
+                             f"policy's ({policy.config.vocab_size}): they must share one tokenizer")
+        reference = None if hp.lora else copy.deepcopy(policy).requires_grad_(False)
+        reward_net.requires_grad_(False)
+        if hp.lora:
+            from peft import LoraConfig, get_peft_model
+
+            policy = get_peft_model(policy, LoraConfig(**{"task_type": "CAUSAL_LM", **hp.lora}))
+        for net in (policy, reference, reward_net, critic):
+            if net is not None:  # with dropout off, the mode only switches gradient checkpointing and caching:
+                disable_dropout(net)  # train mode as Lightning expects at fit start, eval in rollout_mode
+                net.train()
+        self.policy, self.reference, self.reward_net, self.critic = policy, reference, reward_net, critic
+        if hp.gradient_checkpointing:
+            for lm in (self.policy_lm, critic.backbone):
+                lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.device_mesh is not None:  # FSDP2 (see lit_models.strategy.FSDP2Strategy)
+            for net in (self.policy_lm, reference, reward_net, critic):
+                if net is not None:
+                    shard_model(net, self.device_mesh["data_parallel"])
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        policy_params = [p for p in self.policy.parameters() if p.requires_grad]  # the adapter only, with LoRA
+        return [torch.optim.AdamW(policy_params, lr=self.hparams.policy_lr),
+                torch.optim.AdamW(self.critic.parameters(), lr=self.hparams.critic_lr)]
+
+    def on_fit_start(self) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            raise ValueError("PPOModule clips gradients itself and has no fp16 loss scaling: use bf16-mixed or 32-true")
+        if self.trainer.max_steps != -1:
+            rank_zero_warn("PPOModule: max_steps counts optimizer steps of policy and critic (many per rollout); "
+                           "bound PPO in rollouts with max_epochs and limit_train_batches instead.")
+
+    # --- the PPO step -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        query_ids, query_mask = batch["input_ids"], batch["attention_mask"]
+        seed = self.sample_seed(self.rollouts_done)
+        with self.rollout_mode():
+            # 1. rollout: sample a response per prompt with the current policy
+            responses = self.generate_responses(query_ids, query_mask, seed)
+            finished = ends_with_eos(responses.response_ids, responses.response_mask, self.tokenizer.eos_token_id)
+            # 2. score: reward model at the last real token, then EOS penalty / normalisation / clipping
+            rm_scores = self.score_responses(responses)
+            scores = self.shape_scores(rm_scores, finished)
+            # 3. log-probs (policy, reference), values, KL, per-token rewards, GAE advantages
+            rollout = self.make_rollout(responses, scores)
+        # 4. PPO epochs x shuffled minibatches
+        ppo_stats = self.ppo_update(rollout, seed)
+        # 5. statistics over all processes, then the KL controller (same coefficient on every process)
+        rollout_stats = self.rollout_stats(rollout, rm_scores, finished)
+        metrics = self.reduce_metrics({**_as_metrics(rollout_stats, "rollout"), **_as_metrics(ppo_stats, "ppo")})
+        metrics["ppo/kl_coef"] = torch.tensor(self.kl_controller.value)  # the coefficient this rollout used
+        self.kl_controller.update(metrics["rollout/kl"].item(), n_steps=rollout.batch_size * self.trainer.world_size)
+        self.rollouts_done += 1
+        # 6. log
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=rollout.batch_size)
+        self.log_samples(rollout, rm_scores)
+        return {"response_length": rollout.response_mask.sum(-1), "score": rm_scores}  # this process's rows
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Held-out prompts, sampled with a fixed seed per batch: score, KL to the reference, length."""
+        seed = VALIDATION_SEED_OFFSET + self.sample_seed(batch_idx)
+        with self.rollout_mode():
+            responses = self.generate_responses(batch["input_ids"], batch["attention_mask"], seed)
+            scores = self.score_responses(responses)
+            logprobs, ref_logprobs, _ = self.evaluate(responses, values=False)
+        response_mask = responses.response_mask
+        kl = torch.where(response_mask.bool(), kl_estimate(logprobs, ref_logprobs), 0).sum(-1)
+        finished = ends_with_eos(responses.response_ids, response_mask, self.tokenizer.eos_token_id)
+        log = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=response_mask.shape[0])
+        self.log("val/score", scores.mean(), prog_bar=True, **log)
+        self.log("val/kl", kl.mean(), **log)
+        self.log("val/response_length", response_mask.sum(-1).float().mean(), **log)
+        self.log("val/no_eos_fraction", (~finished).float().mean(), **log)
+
+    # --- 1. rollout ---------------------------------------------------------------------------
+    def sample_seed(self, index: int) -> int:
+        """Seed of rollout (or validation batch) ``index`` on this process: distinct per process and index."""
+        return self.hparams.seed + self.global_rank + self.trainer.world_size * index
+
+    @contextmanager
+    def rollout_mode(self) -> Iterator[None]:
+        """Eval mode and no gradients for rollout and scoring; every network's mode is restored after."""
+        nets = [net for net in (self.policy, self.reference, self.reward_net, self.critic) if net is not None]
+        modes = [net.training for net in nets]
+        for net in nets:
+            net.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for net, mode in zip(nets, modes):
+                net.train(mode)
+
+    def generate_responses(self, query_ids: torch.Tensor, query_mask: torch.Tensor, seed: int) -> Responses:
+        """Sample one response per left-padded prompt ``(B, P)`` with the KV cache; ``T <= max_new_tokens``."""
+        from transformers import GenerationConfig
+
+        hp, tokenizer = self.hparams, self.tokenizer
+        config = GenerationConfig(
+            max_new_tokens=hp.max_new_tokens, do_sample=True, temperature=hp.temperature, top_p=hp.top_p, top_k=0,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, use_cache=True,
+        )
+        # sharded weights are gathered layer by layer in every forward: all processes must keep stepping
+        # until the last one is done (transformers does not recognise our FSDP2 modules by itself)
+        synced = is_sharded(self.policy_lm)
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, device_type=self.device.type):  # leave the global RNG alone
+            torch.manual_seed(seed)
+            sequences = self.policy_lm.generate(input_ids=query_ids, attention_mask=query_mask,
+                                                generation_config=config, synced_gpus=synced)  # (B, P + T)
+        response_ids = sequences[:, query_ids.shape[1]:]  # (B, T)
+        response_mask = response_mask_from_ids(response_ids, tokenizer.eos_token_id)
+        response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+        return Responses(query_ids, query_mask, response_ids, response_mask)
+
+    # --- 2. score -----------------------------------------------------------------------------
+    def score_responses(self, responses: Responses) -> torch.Tensor:
+        """Reward-model score ``(B,)`` of each ``[prompt | response]``, read at its last real token (the EOS, or
+        the last token of a cut response). Override for a scripted reward (tests)."""
+        return self.reward_net.score(*join_sequences(responses)).float()
+
+    def shape_scores(self, scores: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` scores -> the scores the rewards use: EOS penalty, then running standardisation, then clip."""
+        hp = self.hparams
+        if hp.missing_eos_penalty is not None:
+            scores = torch.where(finished, scores, torch.full_like(scores, hp.missing_eos_penalty))
+        if hp.normalize_rewards:
+            self.reward_moments.update(self.all_gather(scores))  # every process keeps the same moments
+            scores = (scores - self.reward_moments.mean) / self.reward_moments.std
+        if hp.reward_clip is not None:
+            scores = scores.clamp(-hp.reward_clip, hp.reward_clip)
+        return scores
+
+    # --- 3. log-probs, values, advantages -----------------------------------------------------
+    @staticmethod
+    def response_logits(lm: nn.Module, responses: Responses | Rollout) -> torch.Tensor:
+        """Logits ``(B, T, V)`` that predict each response token: sequence positions ``P - 1 .. P + T - 2``.
+        Positions count real tokens only (as in generation); only the last ``T + 1`` positions reach the LM head."""
+        input_ids, attention_mask = join_sequences(responses)
+        positions = position_ids_from_mask(attention_mask)
+        logits = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False,
+                    logits_to_keep=responses.response_ids.shape[1] + 1).logits  # (B, T + 1, V)
+        return logits[:, :-1]  # (B, T, V)
+
+    def response_values(self, responses: Responses | Rollout) -> torch.Tensor:
+        """Critic values ``(B, T)``: entry ``t`` is ``V(s_t)`` read at position ``P + t - 1`` (before token ``t``)."""
+        n_query, n_response = responses.query_ids.shape[1], responses.response_ids.shape[1]
+        input_ids, attention_mask = join_sequences(responses)
+        return self.critic(input_ids, attention_mask)[:, n_query - 1:n_query + n_response - 1]  # (B, T)
+
+    @contextmanager
+    def reference_policy(self) -> Iterator[nn.Module]:
+        """The frozen SFT policy rho: the reference copy, or under LoRA the policy with its adapter disabled."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy_lm
+
+    def evaluate(self, responses: Responses,
+                 values: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(logprobs, ref_logprobs, values)``, each ``(B, T)``, in chunks of ``minibatch_size`` rows."""
+        temperature, parts = self.hparams.temperature, []
+        for rows in torch.arange(len(responses.query_ids), device=self.device).split(self.hparams.minibatch_size):
+            chunk = responses.rows(rows)
+            logits = self.response_logits(self.policy_lm, chunk)
+            logprobs = logprobs_from_logits(logits, chunk.response_ids, temperature)
+            with self.reference_policy() as reference:
+                ref_logits = self.response_logits(reference, chunk)
+            ref_logprobs = logprobs_from_logits(ref_logits, chunk.response_ids, temperature)
+            parts.append((logprobs, ref_logprobs, self.response_values(chunk) if values else None))
+        logprobs, ref_logprobs, chunk_values = zip(*parts)
+        return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(chunk_values) if values else None
+
+    def make_rollout(self, responses: Responses, scores: torch.Tensor) -> Rollout:
+        """The rollout with rewards ``-kl_coef * kl_t`` (+ score at the end), GAE advantages and returns."""
+        hp, mask = self.hparams, responses.response_mask
+        logprobs, ref_logprobs, values = self.evaluate(responses)
+        kl = kl_estimate(logprobs, ref_logprobs)  # (B, T), k1: log pi - log rho
+        rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
+        advantages, returns = gae_advantages(rewards, values, mask, hp.gamma, hp.lam)
+        if hp.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        return Rollout(responses.query_ids, responses.query_mask, responses.response_ids, mask, logprobs, ref_logprobs,
+                       values, scores, rewards=rewards, advantages=advantages, returns=returns)
+
+    # --- 4. PPO epochs x minibatches ----------------------------------------------------------
+    def ppo_update(self, rollout: Rollout, seed: int) -> PPOStats:
+        """``ppo_epochs`` passes over the rollout in shuffled minibatches; one optimizer step per
+        ``gradient_accumulation_steps`` minibatches. Returns the means over minibatches."""
+        hp = self.hparams
+        policy_optimizer, critic_optimizer = self.optimizers()
+        shuffle = torch.Generator().manual_seed(seed)
+        records: list[dict[str, torch.Tensor]] = []
+        for _ in range(hp.ppo_epochs):
+            minibatches = torch.randperm(rollout.batch_size, generator=shuffle).split(hp.minibatch_size)
+            for start in range(0, len(minibatches), hp.gradient_accumulation_steps):
+                group = minibatches[start:start + hp.gradient_accumulation_steps]
+                for indices in group:
+                    mb = rollout.minibatch(indices.to(self.device))
+                    logits = self.response_logits(self.policy_lm, mb)  # (b, T, V)
+                    mb_logprobs = logprobs_from_logits(logits, mb.response_ids, hp.temperature)
+                    mb_values = self.response_values(mb)
+                    pg_loss, pg_stats = policy_loss(mb_logprobs, mb.logprobs, mb.advantages, mb.response_mask, hp.clip)
+                    vf_loss, vf_stats = value_loss(mb_values, mb.values, mb.returns, mb.response_mask, hp.value_clip)
+                    self.manual_backward((pg_loss + vf_loss) / len(group))
+                    with torch.no_grad():
+                        entropy = entropy_from_logits(logits / hp.temperature, mb.response_mask)
+                    records.append(dict(policy_loss=pg_loss.detach(), value_loss=vf_loss.detach(), entropy=entropy,
+                                        clipfrac=pg_stats.clipfrac, approx_kl=pg_stats.approx_kl,
+                                        value_clipfrac=vf_stats.value_clipfrac))
+                records[-1]["policy_grad_norm"] = self.clip_and_step(policy_optimizer, self.policy)
+                records[-1]["critic_grad_norm"] = self.clip_and_step(critic_optimizer, self.critic)
+        means = {name: torch.stack([r[name] for r in records if name in r]).float().mean() for name in records[-1]}
+        ev = explained_variance(rollout.values, rollout.returns, rollout.response_mask)
+        return PPOStats(explained_variance=ev, **means)
+
+    def clip_and_step(self, optimizer, module: nn.Module) -> torch.Tensor:
+        """Clip the gradient norm of ``module`` (sharded or not), step, zero the gradients; the norm before clipping."""
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        max_norm = self.hparams.max_grad_norm if self.hparams.max_grad_norm is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)  # DTensor under FSDP2
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).detach()
+
+    # --- 5./6. statistics and logging ---------------------------------------------------------
+    def rollout_stats(self, rollout: Rollout, rm_scores: torch.Tensor, finished: torch.Tensor) -> RolloutStats:
+        """This process's rollout scalars; ``rm_scores`` and ``finished`` ``(B,)``."""
+        mask = rollout.response_mask.bool()
+        kl = torch.where(mask, kl_estimate(rollout.logprobs, rollout.ref_logprobs), 0).sum(-1)  # (B,)
+        return RolloutStats(score=rm_scores.mean(), reward_total=torch.where(mask, rollout.rewards, 0).sum(-1).mean(),
+                            kl=kl.mean(), response_length=mask.sum(-1).float().mean(),
+                            no_eos_fraction=(~finished).float().mean())
+
+    def reduce_metrics(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Mean of every scalar over the processes, in one collective."""
+        stacked = self.trainer.strategy.reduce(torch.stack(list(metrics.values())), reduce_op="mean")
+        return dict(zip(metrics, stacked.cpu()))
+
+    def log_samples(self, rollout: Rollout, rm_scores: torch.Tensor) -> None:
+        """Every ``log_samples_every_n_rollouts`` rollouts, a few prompts and responses as TensorBoard text."""
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        every = self.hparams.log_samples_every_n_rollouts
+        if not every or (self.rollouts_done - 1) % every or self.global_rank != 0:
+            return
+        if not isinstance(self.logger, TensorBoardLogger):
+            return
+        rows = ["| prompt | response | score |", "|---|---|---|"]
+        for i in range(min(self.hparams.n_log_samples, rollout.batch_size)):
+            prompt = self.tokenizer.decode(rollout.query_ids[i][rollout.query_mask[i].bool()], skip_special_tokens=True)
+            response = self.tokenizer.decode(rollout.response_ids[i][rollout.response_mask[i].bool()])
+            cells = [text.replace("|", "\\|").replace("\n", "<br>") for text in (prompt, response)]
+            rows.append(f"| {cells[0]} | {cells[1]} | {rm_scores[i].item():.3f} |")
+        self.logger.experiment.add_text("rollout/samples", "\n".join(rows), global_step=self.rollouts_done)
+
+    # --- checkpoints and export ---------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # networks and optimizers are saved by Lightning; the rest of the trajectory's state is ours
+        checkpoint["ppo"] = {"kl_controller": self.kl_controller.state_dict(),
+                             "reward_moments": self.reward_moments.state_dict(), "rollouts_done": self.rollouts_done}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["ppo"]
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        self.reward_moments.load_state_dict(state["reward_moments"])
+        self.rollouts_done = int(state["rollouts_done"])
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir:
+            self.export(self.hparams.export_dir)
+
+    def export(self, directory: str | Path) -> None:
+        """Save the full policy (LoRA merged into the weights) and the tokenizer in HF format. Collective under FSDP."""
+        from transformers import AutoModelForCausalLM
+
+        state = full_state_dict(self.policy_lm)  # every rank takes part; rank 0 gets the weights
+        if self.global_rank == 0:
+            config = self.policy_lm.config
+            net = AutoModelForCausalLM.from_config(config, dtype=self.source.torch_dtype)
+            if self.hparams.lora:  # an unsharded copy with the same adapter, merged after loading
+                from peft import LoraConfig, get_peft_model
+
+                peft_net = get_peft_model(net, LoraConfig(**{"task_type": "CAUSAL_LM", **self.hparams.lora}))
+                peft_net.get_base_model().load_state_dict(state)
+                net = peft_net.merge_and_unload()
+            else:
+                net.load_state_dict(state)
+            net.save_pretrained(str(directory))
+            self.tokenizer.save_pretrained(str(directory))
+        self.trainer.strategy.barrier("export")
