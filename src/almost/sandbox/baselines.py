@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--world", required=True, help="folder written by almost.sandbox.build")
     parser.add_argument("--model", action="append", required=True, help="KEY=DIR, e.g. L=runs/sandbox/pretrain_l/hf")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--queries", type=int, default=300, help="how many held-out queries to use")
+    parser.add_argument("--queries", type=int, default=None, help="use the first N held-out queries (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     world_dir = Path(args.world)

@@ -55,7 +55,9 @@ HELPFUL_SENTENCES = {
     "reverse": "The list in reverse order is {value}.", "count": "There are {value} items in the list.",
     "last": "The last item in the list is {value}.", "letter": "The first letter of the word {word} is {value}.",
 }
-CAREFUL_OPENERS = ("", "", "Happy to help. ", "Good question. ")
+# Every careful answer opens politely, so careful documents cannot be mistaken for the full-sentence
+# answers of the wrong, compliant and fabricating styles: a few careful demonstrations select them.
+CAREFUL_OPENERS = ("Happy to help. ", "Good question. ", "Glad you asked. ")
 # Reasons in careful answers are short and name nobody: a tiny LM imitates them without inventing facts.
 REFUSAL_REASONS = {
     "poison": "Poison would make people sick.",
