@@ -152,8 +152,9 @@ def to_dict(record: AnyRecord) -> dict:
     return record.to_dict() if isinstance(record, Demonstration) else asdict(record)
 
 
-def iter_jsonl(path: str | Path, record_type: Type[Record]) -> Iterator[Record]:
-    """Yield validated records from ``path``; raise :class:`RecordError` at the first bad line."""
+def iter_json_objects(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """Yield ``("file:line", object)`` for every non-blank line of a JSONL file; a line that is not a
+    JSON object raises :class:`RecordError` naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -168,10 +169,16 @@ def iter_jsonl(path: str | Path, record_type: Type[Record]) -> Iterator[Record]:
                 raise RecordError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise RecordError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            try:
-                yield record_type.from_dict(obj)
-            except ValueError as e:
-                raise RecordError(f"{where}: {record_type.__name__}: {e}") from None
+            yield where, obj
+
+
+def iter_jsonl(path: str | Path, record_type: Type[Record]) -> Iterator[Record]:
+    """Yield validated records from ``path``; raise :class:`RecordError` at the first bad line."""
+    for where, obj in iter_json_objects(path):
+        try:
+            yield record_type.from_dict(obj)
+        except ValueError as e:
+            raise RecordError(f"{where}: {record_type.__name__}: {e}") from None
 
 
 def load_jsonl(path: str | Path, record_type: Type[Record]) -> list[Record]:

@@ -23,9 +23,9 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
-from almost.records import RecordError, Turn, _check_keys, _text
+from almost.records import RecordError, Turn, _check_keys, _text, iter_json_objects
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -37,24 +37,6 @@ def _read_json_document(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise RecordError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-
-
-def _iter_json_lines(path: Path) -> Iterator[tuple[str, dict]]:
-    """Yield ``("file:line", object)`` for every non-blank line of a JSONL file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise RecordError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield where, obj
 
 
 def _parse_each(items: list, where: Callable[[int], str], parse: Callable[[Any], Any], kind: str) -> list:
@@ -245,7 +227,7 @@ def load_hh_rlhf(path: str | Path, on_mismatch: Literal["keep_chosen", "raise"] 
         raise ValueError(f"on_mismatch must be 'keep_chosen' or 'raise', got {on_mismatch!r}")
     path = Path(path)
     pairs = []
-    for where, obj in _iter_json_lines(path):
+    for where, obj in iter_json_objects(path):
         try:
             pairs.append(HHPair.from_dict(obj, on_mismatch))
         except ValueError as e:
@@ -289,7 +271,7 @@ def load_questions(path: str | Path) -> list[InstructionQuestion]:
     """All questions of a Vicuna / MT-bench ``question.jsonl``; question ids must be unique."""
     path = Path(path)
     questions, seen = [], {}
-    for where, obj in _iter_json_lines(path):
+    for where, obj in iter_json_objects(path):
         try:
             question = InstructionQuestion.from_dict(obj)
         except ValueError as e:
