@@ -33,7 +33,7 @@ PAPER_BASELINES = {"A": "L-faithful-3shot", "B": "L-hhh-5shot", "C": "M-hhh-3sho
                    "E": "S-hhh-1shot"}
 SINGLE_FACTOR = {
     "size": ["S-hhh-3shot", "M-hhh-3shot", "L-hhh-3shot"],
-    "shots": ["L-hhh-1shot", "L-hhh-3shot", "L-hhh-5shot"],
+    "shots": ["S-hhh-1shot", "S-hhh-3shot", "S-hhh-5shot", "L-hhh-1shot", "L-hhh-3shot", "L-hhh-5shot"],
     "demo_quality": ["L-hhh-3shot", "L-faithful-3shot"],
 }
 VANILLA_SAMPLING = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, stop_strings=("\nUser:",))
