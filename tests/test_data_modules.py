@@ -1,7 +1,6 @@
 """DataModules: seeded split, batch layout, masks."""
 
 import pytest
-import torch
 
 from almost.chat import IGNORE_INDEX
 from data_modules import ComparisonDataModule, DemonstrationDataModule, PromptDataModule
