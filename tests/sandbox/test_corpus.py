@@ -6,7 +6,7 @@ import pytest
 from almost.sandbox.corpus import (MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, corpus_stats, generate_corpus,
                                    generate_documents)
 from almost.sandbox.oracle import score
-from almost.sandbox.world import World, split_of
+from almost.sandbox.world import TEMPLATES, World, split_of
 
 HELPFUL = ("kb_fact", "arithmetic", "word")
 
@@ -83,7 +83,7 @@ def test_misconceptions_outnumber_the_truth_in_dialogues(world, documents):
     for m in world.misconceptions:
         for document in documents:
             for e in document.exchanges:
-                if e.query.text == m.query.text:
+                if e.query.key == m.query.key:  # in any phrasing
                     said = score(e.query, e.answer, world).components
                     false_claims += said["correct"] == 0.0 and m.false_answer.lower() in e.answer.lower()
                     true_claims += said["correct"] == 1.0
@@ -118,3 +118,16 @@ def test_generation_is_faster_than_one_megabyte_a_second(world):
     texts = generate_corpus(world, 4000, seed=3)
     elapsed = time.perf_counter() - start
     assert sum(len(t) for t in texts) / 1e6 / elapsed > 1.0
+
+
+def test_dialogues_ask_in_every_phrasing(world, documents):
+    used = {(e.query.kind, world.phrasings(e.query).index(e.query)) for d in documents for e in d.exchanges}
+    assert used == {(t.kind, i) for t in TEMPLATES for i in range(len(t.phrasings))}
+
+
+def test_misconceptions_are_repeated_in_several_phrasings(world, documents):
+    beliefs = {m.query.key: m for m in world.misconceptions}
+    phrased = {e.query.text for d in documents if d.style in MISCONCEPTION_STYLES for e in d.exchanges
+               if e.query.key in beliefs and beliefs[e.query.key].false_answer.lower() in e.answer.lower()}
+    canonical = {m.query.text for m in world.misconceptions}
+    assert len(phrased - canonical) > len(world.misconceptions)

@@ -6,7 +6,7 @@ import pytest
 
 from almost.sandbox.corpus import STYLE_FAMILIES, answer
 from almost.sandbox.oracle import COMPONENTS, normalize, score
-from almost.sandbox.world import World
+from almost.sandbox.world import COLOURS, FOODS, JOBS, TEMPLATES, WEATHER, WORDS, World
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,24 @@ def test_totals_stay_in_range_for_every_style_and_family(world):
             result = score(query, answer(query, style, world, rng), world)
             assert 0.0 <= result.total <= 1.0 and set(result.components) == set(COMPONENTS)
     assert score(world.sample_queries(1)[0], "", world).components["complete_polite"] == 0.0
+
+
+def test_every_phrasing_of_a_question_scores_alike(world):
+    """The oracle ignores answer words already in the question, so a phrasing that named a number or a
+    colour would score differently: every phrasing must give every response the same score."""
+    rng, by_kind = random.Random(0), {}
+    while len(by_kind) < len(TEMPLATES):
+        query = world.random_query(rng)
+        by_kind.setdefault(query.kind, query)
+    names = [n for kind in ("land", "town", "person", "creature") for n in world.entities[kind]]
+    probes = [f"It is {w}." for w in (*COLOURS, *FOODS, *JOBS, *WEATHER, *WORDS, *names, "h", "m")]
+    probes += [f"It is {n}." for n in range(31)] + ["It is twelve.", "I do not know.", "I cannot help with that.",
+                                                   "Sure. First, go there. Then do it.", "Ugh, whatever.", ""]
+    for kind, query in by_kind.items():
+        responses = probes + [answer(query, style, world, rng) for style in STYLE_FAMILIES]
+        phrasings = world.phrasings(query)
+        for response in responses:
+            expected = score(phrasings[0], response, world)
+            for phrased in phrasings[1:]:
+                assert score(phrased, response, world) == expected, (phrased.text, response)
+                assert score(phrased.text, response, world) == expected

@@ -17,9 +17,11 @@ exchanges a document, so a few-shot prompt in one style steers a model toward it
 are a minority (DEFAULT_STYLE_WEIGHTS: about one dialogue document in five).
 
 The low-quality styles (``MISCONCEPTION_STYLES``) keep repeating the world's fixed misconceptions
-(``World.misconceptions``): the same false answer to the same question, so plain imitation of the
-corpus is wrong on exactly those questions. Dialogue questions come from the "train" split, except
-misconception questions, which appear whatever their split.
+(``World.misconceptions``): the same false answer to the same question, in any of its phrasings, so
+plain imitation of the corpus is wrong on exactly those questions. Questions come in a mix of
+phrasings (``world.PHRASINGS``). Dialogue questions come from the "train" split, except the canonical
+text of a misconception question (the one the TruthfulQA-style file asks), which appears whatever its
+split; its other phrasings appear only when they fall in "train".
 """
 
 from __future__ import annotations
@@ -122,8 +124,8 @@ def helpful_sentence(query: Query, value: str, world: World) -> str:
 
 
 def false_belief(query: Query, world: World) -> str | None:
-    """The misconception's false answer if ``query`` is a misconception question, else None."""
-    return next((m.false_answer for m in world.misconceptions if m.query.text == query.text), None)
+    """The misconception's false answer if ``query`` is a misconception question (any phrasing), else None."""
+    return next((m.false_answer for m in world.misconceptions if m.query.key == query.key), None)
 
 
 def wrong_value(query: Query, world: World, rng: random.Random) -> str:
@@ -210,7 +212,7 @@ def _dialogue_query(world: World, style: str, previous: Query | None, rng: rando
     families = STYLE_FAMILIES[style]
     family = rng.choices(list(families), weights=list(families.values()))[0]
     if family == "kb_fact" and style in MISCONCEPTION_STYLES and rng.random() < MISCONCEPTION_RATE:
-        return rng.choice(world.misconceptions).query
+        return rng.choice(world.phrasings(rng.choice(world.misconceptions).query))
     return world.random_query(rng, family)
 
 
@@ -220,7 +222,7 @@ def dialogue_document(world: World, style: str, rng: random.Random) -> Document:
     n_exchanges = rng.randint(*EXCHANGES_PER_DOCUMENT)
     while len(exchanges) < n_exchanges:
         query = _dialogue_query(world, style, query, rng)
-        if split_of(query.text) == "train" or false_belief(query, world) is not None:
+        if split_of(query.text) == "train" or any(m.query.text == query.text for m in world.misconceptions):
             exchanges.append(Exchange(query, answer(query, style, world, rng)))
     text = "\n".join(render_exchange(e.query.text, e.answer) for e in exchanges)
     return Document(style, text, tuple(exchanges))
