@@ -144,8 +144,29 @@ class CorpusDocument:
         return cls(_text(obj, "text"), _meta(obj))
 
 
-Record = TypeVar("Record", Comparison, Demonstration, Prompt, CorpusDocument)
-AnyRecord = Comparison | Demonstration | Prompt | CorpusDocument
+@dataclass(frozen=True)
+class Responses:
+    """Responses of several named configurations (e.g. ``L-faithful-3shot``) to one query; a response may be
+    empty (the model wrote nothing), the ranking's post-validation drops it."""
+
+    prompt: str
+    responses: dict[str, str]
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "Responses":
+        _check_keys(obj, ("prompt", "responses"))
+        responses = obj["responses"]
+        if not isinstance(responses, dict) or not responses:
+            raise ValueError("field 'responses' must be a non-empty object (configuration -> response)")
+        for config, text in responses.items():
+            if not isinstance(text, str):
+                raise ValueError(f"response of {config!r} must be a string, got {type(text).__name__}")
+        return cls(_text(obj, "prompt"), dict(responses), _meta(obj))
+
+
+Record = TypeVar("Record", Comparison, Demonstration, Prompt, CorpusDocument, Responses)
+AnyRecord = Comparison | Demonstration | Prompt | CorpusDocument | Responses
 
 
 def to_dict(record: AnyRecord) -> dict:

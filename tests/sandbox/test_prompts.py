@@ -80,3 +80,11 @@ def test_user_prompt_ends_with_the_user_tag(world):
 def test_unknown_style_raises(world, query):
     with pytest.raises(ValueError):
         render_prompt("pirate", 2, query, world)
+
+
+def test_no_demonstration_asks_the_query_in_another_phrasing():
+    world = World(seed=0, n_entities=20)
+    for query in world.sample_queries(200, split="heldout"):
+        for style, k in (("hhh", 5), ("faithful", 3)):
+            for demo in demonstrations(style, k, world, avoid=[query.text]):
+                assert all(e.query.key != query.key for e in demo), (style, query.text)

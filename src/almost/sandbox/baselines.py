@@ -18,11 +18,11 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from almost.generation import SamplingConfig, generate
+from almost.prompting import PromptedConfig, text_prompt_ids
 from almost.records import Prompt, load_jsonl
 from almost.sandbox.oracle import COMPONENTS, score
 from almost.sandbox.build import load_world
@@ -37,26 +37,6 @@ SINGLE_FACTOR = {
     "demo_quality": ["L-hhh-3shot", "L-faithful-3shot"],
 }
 VANILLA_SAMPLING = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, stop_strings=("\nUser:",))
-
-
-@dataclass(frozen=True)
-class PromptedConfig:
-    model: str  # key of the model, e.g. "L"
-    style: str  # prompt style: "hhh" or "faithful"
-    shots: int
-
-    @classmethod
-    def parse(cls, name: str) -> "PromptedConfig":
-        try:
-            model, style, shots = name.split("-")
-            return cls(model, style, int(shots.removesuffix("shot")))
-        except ValueError:
-            raise ValueError(f"configuration {name!r} is not <model>-<style>-<k>shot, e.g. L-faithful-3shot") from None
-
-    def prompt_ids(self, tokenizer, world: World, query: str) -> list[int]:
-        """A vanilla LM's prompt: the few-shot text tokenized whole, as its pretraining documents were."""
-        text = render_prompt(self.style, self.shots, query, world)
-        return [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -85,7 +65,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 def evaluate_config(config: PromptedConfig, model, tokenizer, world: World, queries: Sequence[str],
                     sampling: SamplingConfig, batch_size: int, seed: int) -> dict:
     """Mean oracle score and components of one configuration, with a few sample responses."""
-    prompts = [config.prompt_ids(tokenizer, world, q) for q in queries]
+    prompts = [text_prompt_ids(tokenizer, render_prompt(config.style, config.shots, q, world)) for q in queries]
     generations = generate(model, tokenizer, prompts, sampling, batch_size=batch_size, seed=seed)
     scores = [score(q, g.text, world) for q, g in zip(queries, generations)]
     by_family: dict[str, list[float]] = {}

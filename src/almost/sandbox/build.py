@@ -7,6 +7,7 @@ Output (all deterministic for a seed)::
     corpus_train.jsonl      CorpusDocument records (meta: style), the vanilla LMs' pretraining text
     corpus_heldout.jsonl    more documents from another seed, never trained on (validation, alignment tax)
     heldout_queries.jsonl   Prompt records sampled from the world's held-out split (meta: family, aspect)
+    seed_queries.jsonl      a few distinct train-split queries, every family: the seeds of query mining
     tokenizer/              Llama-style sentencepiece BPE in Hugging Face format
     eval/hhh_<aspect>.json  A/B pairs whose better response the oracle knows (BIG-bench hhh_alignment format)
     eval/mc_task.json       TruthfulQA-style multiple choice on the misconceptions the corpus repeats
@@ -29,7 +30,8 @@ HELDOUT_SEED_OFFSET = 1_000_003  # held-out documents and queries use seeds far 
 
 
 def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_documents: int = 14_000,
-                n_heldout_documents: int = 500, n_heldout_queries: int = 600, vocab_size: int = 1000) -> Path:
+                n_heldout_documents: int = 500, n_heldout_queries: int = 600, n_seed_queries: int = 20,
+                vocab_size: int = 1000) -> Path:
     """Write the world's files to ``out`` (see the module docstring); ``n_entities`` sizes the knowledge base."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -41,14 +43,30 @@ def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_do
     # drawn with the world's family weights; a small world repeats some texts (responses are sampled anew)
     queries = world.sample_queries(n_heldout_queries, seed=world_seed + HELDOUT_SEED_OFFSET, split="heldout")
     write_jsonl(out / "heldout_queries.jsonl", (Prompt(q.text, {"family": q.family, "aspect": q.aspect}) for q in queries))
+    write_jsonl(out / "seed_queries.jsonl", (Prompt(q.text, {"family": q.family, "aspect": q.aspect})
+                                             for q in seed_queries(world, n_seed_queries, seed=world_seed)))
     eval_queries = world.sample_queries(n_heldout_queries, seed=world_seed + 2 * HELDOUT_SEED_OFFSET, split="heldout")
     write_eval_files(world, eval_queries, out / "eval", seed=world_seed)
     train_tokenizer((d.text for d in train_docs), out / "tokenizer", vocab_size=vocab_size)
     (out / "world.json").write_text(json.dumps({"world_seed": world_seed, "n_entities": n_entities,
                                                 "n_documents": n_documents,
                                                 "n_heldout_documents": n_heldout_documents,
-                                                "n_heldout_queries": n_heldout_queries, "vocab_size": vocab_size}) + "\n")
+                                                "n_heldout_queries": n_heldout_queries,
+                                                "n_seed_queries": n_seed_queries, "vocab_size": vocab_size}) + "\n")
     return out
+
+
+def seed_queries(world: World, n: int, seed: int) -> list:
+    """``n`` distinct train-split questions (not two wordings of one), the families taking turns."""
+    found: dict[tuple, object] = {}
+    families = ("kb_fact", "harmful", "arithmetic", "unknowable", "word")
+    round_ = 0
+    while len(found) < n:
+        family = families[len(found) % len(families)]
+        (query,) = world.sample_queries(1, seed=seed * 7919 + round_, split="train", families=[family])
+        found.setdefault(query.key, query)
+        round_ += 1
+    return list(found.values())
 
 
 def load_world(directory: str | Path) -> World:
@@ -61,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     defaults = inspect.signature(build_world).parameters
-    for name in ("world_seed", "n_entities", "n_documents", "n_heldout_documents", "n_heldout_queries", "vocab_size"):
+    for name in ("world_seed", "n_entities", "n_documents", "n_heldout_documents", "n_heldout_queries",
+                 "n_seed_queries", "vocab_size"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name].default)
     args = vars(parser.parse_args())
     out = build_world(**args)
