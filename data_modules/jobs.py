@@ -33,11 +33,9 @@ class JobInputDataModule(_RecordBatches):
         record: the record type of the file: ``"prompt"`` or ``"responses"`` (see ``almost.records``).
         batch_size: records per batch and process.
         limit: use only the first ``limit`` records.
-        tokenizer: unused (``train.py`` links it from a model's ``source``; jobs tokenize themselves).
     """
 
-    def __init__(self, path: str, record: str = "prompt", batch_size: int = 16, limit: int | None = None,
-                 tokenizer: str | None = None) -> None:
+    def __init__(self, path: str, record: str = "prompt", batch_size: int = 16, limit: int | None = None) -> None:
         super().__init__()
         if record not in RECORD_TYPES:
             raise ValueError(f"record must be one of {sorted(RECORD_TYPES)}, got {record!r}")
@@ -54,9 +52,9 @@ class JobInputDataModule(_RecordBatches):
 
 class RoundsDataModule(_RecordBatches):
     """``rounds`` numbered rounds (batches of one index each), for jobs whose inputs they make themselves
-    (query mining). ``tokenizer``: unused, as above."""
+    (query mining)."""
 
-    def __init__(self, rounds: int, tokenizer: str | None = None) -> None:
+    def __init__(self, rounds: int) -> None:
         super().__init__()
         self.save_hyperparameters()
 

@@ -23,7 +23,9 @@ def resolved_config(capsys, *args: str) -> dict:
 
 def test_there_are_stage_configs_for_both_settings():
     names = {str(p.relative_to(ROOT / "configs")) for p in STAGES}
-    assert {"sandbox/rm.yaml", "sandbox/sft.yaml", "llama/rm.yaml", "llama/sft.yaml"} <= names
+    pipeline = {f"sandbox/{stage}.yaml" for stage in ("mine", "responses", "comparisons", "rm", "rmsp", "selfplay",
+                                                      "sft_rmsp", "sft_selfplay", "ppo")}
+    assert pipeline | {"fixture/rm.yaml", "fixture/sft.yaml", "llama/rm.yaml", "llama/sft.yaml"} <= names
 
 
 @pytest.mark.parametrize("config", STAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -36,7 +38,7 @@ def test_stage_config_parses(config, capsys):
 
 @pytest.mark.parametrize("fragment", PARALLEL, ids=lambda p: p.name)
 def test_parallel_fragments_compose_with_a_stage(fragment, capsys):
-    resolved = resolved_config(capsys, "--config", "configs/sandbox/rm.yaml", "--config", str(fragment))
+    resolved = resolved_config(capsys, "--config", "configs/fixture/rm.yaml", "--config", str(fragment))
     assert resolved["trainer"]["devices"] in (1, 2)
     assert resolved["trainer"]["accelerator"] == "cpu"  # from the sandbox base
 
@@ -61,7 +63,7 @@ def test_base_chain_and_overrides(tmp_path, capsys):
     with pytest.raises(ValueError, match="loops"):
         train.with_bases(str(tmp_path / "loop.yaml"))
     # the stage file wins over its base, the command line over both
-    resolved = resolved_config(capsys, "--config", "configs/sandbox/rm.yaml", "--trainer.max_epochs=9",
+    resolved = resolved_config(capsys, "--config", "configs/fixture/rm.yaml", "--trainer.max_epochs=9",
                                "--model.init_args.lr=1e-5")
     assert resolved["trainer"]["max_epochs"] == 9 and resolved["trainer"]["log_every_n_steps"] == 5
     assert resolved["model"]["init_args"]["lr"] == 1e-5
@@ -69,7 +71,7 @@ def test_base_chain_and_overrides(tmp_path, capsys):
 
 @pytest.mark.parametrize("stage", ["rm", "sft"])
 def test_stage_runs_through_the_cli(stage, tokenizer_dir, tmp_path):
-    train.main(["fit", "--config", f"configs/sandbox/{stage}.yaml", "--trainer.max_steps=3",
+    train.main(["fit", "--config", f"configs/fixture/{stage}.yaml", "--trainer.max_steps=3",
                 f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.callbacks.dirpath={tmp_path}/ckpt",
                 f"--model.init_args.source.tokenizer={tokenizer_dir}", f"--model.init_args.export_dir={tmp_path}/hf",
                 "--trainer.enable_progress_bar=false"])
@@ -77,6 +79,6 @@ def test_stage_runs_through_the_cli(stage, tokenizer_dir, tmp_path):
     events = list((tmp_path / stage).rglob("events.out.tfevents.*"))
     assert events, "TensorBoard event file under <save_dir>/<stage>/"
     for subcommand in ("validate", "test", "predict"):
-        train.main([subcommand, "--config", f"configs/sandbox/{stage}.yaml", "--ckpt_path", f"{tmp_path}/ckpt/last.ckpt",
+        train.main([subcommand, "--config", f"configs/fixture/{stage}.yaml", "--ckpt_path", f"{tmp_path}/ckpt/last.ckpt",
                     f"--trainer.logger.init_args.save_dir={tmp_path}", f"--model.init_args.source.tokenizer={tokenizer_dir}",
                     "--trainer.limit_predict_batches=2", "--trainer.enable_progress_bar=false"])

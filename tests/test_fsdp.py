@@ -36,7 +36,7 @@ def run_stage(config: str, out: Path, tokenizer_dir: str, *extra: str) -> list[d
 
 @pytest.mark.parametrize("stage, lr", [("rm", 1e-4), ("sft", 1e-3)])
 def test_two_process_fsdp_shards_and_matches_single_process(stage, lr, tokenizer_dir, tmp_path):
-    config = f"configs/sandbox/{stage}.yaml"
+    config = f"configs/fixture/{stage}.yaml"
     # one process, batch 8 | two processes, batch 4 each: the same 8 examples per optimizer step
     single = run_stage(config, tmp_path / "single", tokenizer_dir, f"--model.init_args.lr={lr}", "--data.init_args.batch_size=8")
     two_processes = [f"--model.init_args.lr={lr}", "--trainer.devices=2", "--data.init_args.batch_size=4"]

@@ -18,12 +18,13 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from almost.generation import SamplingConfig, generate
 from almost.prompting import PromptedConfig, text_prompt_ids
-from almost.records import Prompt, load_jsonl
+from almost.records import Prompt, Responses, load_jsonl, write_jsonl
 from almost.sandbox.oracle import COMPONENTS, score
 from almost.sandbox.build import load_world
 from almost.sandbox.prompts import render_prompt
@@ -77,6 +78,7 @@ def evaluate_config(config: PromptedConfig, model, tokenizer, world: World, quer
         "by_family": {f: statistics.mean(v) for f, v in sorted(by_family.items())},
         "mean_response_chars": statistics.mean(len(g.text) for g in generations),
         "samples": [{"query": q, "response": g.text} for q, g in list(zip(queries, generations))[:5]],
+        "responses": [g.text for g in generations],
     }
 
 
@@ -130,14 +132,24 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--queries", type=int, default=None, help="use the first N held-out queries (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=VANILLA_SAMPLING.max_new_tokens)
     args = parser.parse_args()
     world_dir = Path(args.world)
     world = load_world(world_dir)
     queries = [p.prompt for p in load_jsonl(world_dir / "heldout_queries.jsonl", Prompt)][: args.queries]
     model_dirs = dict(item.split("=", 1) for item in args.model)
-    report = evaluate_baselines(world, queries, model_dirs, str(world_dir / "tokenizer"), seed=args.seed)
+    sampling = replace(VANILLA_SAMPLING, max_new_tokens=args.max_new_tokens)
+    report = evaluate_baselines(world, queries, model_dirs, str(world_dir / "tokenizer"), sampling=sampling,
+                                batch_size=args.batch_size, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # every response of A..E, for the report's reward-model-vs-oracle pairs
+    answers = {row["config"]: report["configs"][row["config"]]["responses"] for row in report["baselines"].values()}
+    write_jsonl(out / "responses.jsonl", [Responses(q, {c: answers[c][i] for c in answers}, {"heldout_row": i})
+                                          for i, q in enumerate(queries)])
+    for row in [*report["configs"].values(), *report["baselines"].values()]:
+        row.pop("responses", None)
     (out / "baselines.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "baselines.md").write_text(markdown_table(report))
     print(markdown_table(report))

@@ -1,0 +1,165 @@
+"""The whole ALMoST pipeline on the sandbox world, stage after stage, each one a ``train.py`` command.
+
+    python -m almost.sandbox.pipeline              # run what is missing or out of date, then the report
+    python -m almost.sandbox.pipeline --force      # a clean run: every stage again
+    python -m almost.sandbox.pipeline --list       # the stages, their commands and whether they are up to date
+
+A stage is skipped when all its outputs exist and are newer than all its inputs (data, configs, the code of
+the sandbox world), so a rerun after an interruption resumes at the stage that did not finish. A stage's output
+goes to ``runs/sandbox/logs/<stage>.log``; a failing stage stops the pipeline with its name and log path.
+Wall-clock seconds of every stage that ran are kept in ``runs/sandbox/wall_seconds.json`` (for the report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNS = Path("runs/sandbox")
+WORLD = RUNS / "world"
+DATA = RUNS / "data"
+CONFIGS = Path("configs/sandbox")
+SANDBOX_CODE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: tuple[str, ...]
+    inputs: tuple[Path, ...]
+    outputs: tuple[Path, ...]
+    checkpoint: Path | None = None  # a training stage's last checkpoint: an interrupted run resumes from it
+    shards: Path | None = None  # a generation job's shards: an interrupted run skips what they hold
+
+    def newer_than_inputs(self, paths: tuple[Path, ...]) -> bool:
+        if not all(p.exists() for p in paths):
+            return False
+        newest_input = max((p.stat().st_mtime for p in self.inputs if p.exists()), default=0.0)
+        return newest_input < min(p.stat().st_mtime for p in paths)
+
+    def up_to_date(self) -> bool:
+        return self.newer_than_inputs(self.outputs)
+
+    def prepare(self, force: bool) -> tuple[str, ...]:
+        """The command to run: resume an interrupted run unless forced or its inputs changed since."""
+        resumable = not force and not any(p.exists() for p in self.outputs)
+        if self.shards is not None and not (resumable and self.newer_than_inputs((self.shards,))):
+            shutil.rmtree(self.shards, ignore_errors=True)
+        if self.checkpoint is not None:
+            if resumable and self.newer_than_inputs((self.checkpoint,)):
+                return self.command + (f"--ckpt_path={self.checkpoint}",)
+            shutil.rmtree(self.checkpoint.parent, ignore_errors=True)
+        return self.command
+
+
+def _train(subcommand: str, stage: str) -> tuple[str, ...]:
+    return (sys.executable, "train.py", subcommand, "--config", str(CONFIGS / f"{stage}.yaml"))
+
+
+def _configs(*names: str) -> tuple[Path, ...]:
+    return tuple(CONFIGS / f"{n}.yaml" for n in ("base", *names))
+
+
+def _hf(stage: str) -> Path:
+    return RUNS / stage / "hf" / "config.json"
+
+
+def stages() -> list[Stage]:
+    world = WORLD / "world.json"
+    world_code = tuple(SANDBOX_CODE / f for f in ("build.py", "corpus.py", "world.py", "eval_files.py"))
+    vanilla = tuple(_hf(f"pretrain_{size}") for size in "sml")
+    fit = lambda name, inputs, outputs, *configs: Stage(  # noqa: E731
+        name, _train("fit", name), inputs + _configs(name, *configs), outputs,
+        checkpoint=RUNS / name / "checkpoints" / "last.ckpt")
+    job = lambda name, inputs, output, *configs: Stage(  # noqa: E731
+        name, _train("predict", name), inputs + _configs(name, *configs), (output,), shards=Path(f"{output}.shards"))
+    return [
+        Stage("world", (sys.executable, "-m", "almost.sandbox.build", "--out", str(WORLD)), world_code, (world,)),
+        *[fit(f"pretrain_{size}", (world,), (_hf(f"pretrain_{size}"),)) for size in "sml"],
+        Stage("baselines", (sys.executable, "-m", "almost.sandbox.baselines", "--world", str(WORLD),
+                            "--out", str(RUNS / "baselines"),
+                            *[f"--model={k}={_hf(f'pretrain_{k.lower()}').parent}" for k in "SML"]),
+              vanilla + (SANDBOX_CODE / "baselines.py", SANDBOX_CODE / "prompts.py"),
+              (RUNS / "baselines" / "baselines.json",)),
+        job("mine", (vanilla[2], WORLD / "seed_queries.jsonl"), DATA / "queries.jsonl"),
+        job("responses", vanilla + (DATA / "queries.jsonl",), DATA / "responses.jsonl"),
+        job("comparisons", (DATA / "responses.jsonl",), DATA / "comparisons.jsonl"),
+        fit("rm", (DATA / "comparisons.jsonl", vanilla[1]), (_hf("rm"),)),
+        job("rmsp", (vanilla[2], _hf("rm"), DATA / "queries.jsonl"), DATA / "rmsp.jsonl"),
+        job("selfplay", (vanilla[2], DATA / "queries.jsonl"), DATA / "selfplay.jsonl", "rmsp"),
+        fit("sft_rmsp", (DATA / "rmsp.jsonl", vanilla[1]), (_hf("sft_rmsp"),)),
+        fit("sft_selfplay", (DATA / "selfplay.jsonl", vanilla[1]), (_hf("sft_selfplay"),), "sft_rmsp"),
+        fit("ppo", (_hf("sft_rmsp"), _hf("rm"), DATA / "queries.jsonl"), (_hf("ppo"),)),
+        Stage("hhh_policy", (sys.executable, "train.py", "test", "--config", "configs/eval/hhh_ab.yaml",
+                             f"--model.init_args.source.path={_hf('ppo').parent}",
+                             f"--model.init_args.out_dir={RUNS / 'eval' / 'hhh_policy'}"),
+              (_hf("ppo"), WORLD / "world.json", Path("configs/eval/hhh_ab.yaml")),
+              (RUNS / "eval" / "hhh_policy" / "results.json",)),
+        Stage("hhh_rm", (sys.executable, "train.py", "test", "--config", "configs/eval/hhh_reward.yaml",
+                         f"--model.init_args.source.path={_hf('rm').parent}",
+                         f"--model.init_args.out_dir={RUNS / 'eval' / 'hhh_rm'}"),
+              (_hf("rm"), WORLD / "world.json", Path("configs/eval/hhh_reward.yaml")),
+              (RUNS / "eval" / "hhh_rm" / "results.json",)),
+        Stage("report", (sys.executable, "-m", "almost.sandbox.report", "--runs", str(RUNS)),
+              (_hf("ppo"), _hf("sft_selfplay"), DATA / "selfplay.jsonl", RUNS / "baselines" / "baselines.json",
+               RUNS / "eval" / "hhh_policy" / "results.json", RUNS / "eval" / "hhh_rm" / "results.json",
+               SANDBOX_CODE / "report.py"),
+              (RUNS / "report.json", RUNS / "report.md")),
+    ]
+
+
+def run(force: bool = False, extra: dict[str, list[str]] | None = None) -> dict[str, float]:
+    """Run the stages that are not up to date; ``extra`` adds arguments to stages (name patterns such as
+    ``pretrain_*`` allowed). Returns the wall-clock seconds of every stage run so far."""
+    extra = extra or {}
+    logs = RUNS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    timing_file = RUNS / "wall_seconds.json"
+    wall = json.loads(timing_file.read_text()) if timing_file.is_file() and not force else {}
+    for stage in stages():
+        if not force and stage.up_to_date():
+            print(f"[pipeline] {stage.name}: up to date", flush=True)
+            continue
+        command = stage.prepare(force) + tuple(
+            arg for pattern, args in extra.items() if fnmatch.fnmatch(stage.name, pattern) for arg in args)
+        log = logs / f"{stage.name}.log"
+        print(f"[pipeline] {stage.name}: {' '.join(command)}  (log: {log})", flush=True)
+        start = time.perf_counter()
+        with log.open("w") as out:
+            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+        if code != 0:
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            sys.exit(f"{tail}\n[pipeline] stage {stage.name!r} failed (exit code {code}); its log: {log}")
+        wall[stage.name] = round(time.perf_counter() - start, 1)
+        timing_file.write_text(json.dumps(wall, indent=2) + "\n")
+        print(f"[pipeline] {stage.name}: done in {wall[stage.name]:.0f} s", flush=True)
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="rerun every stage")
+    parser.add_argument("--list", action="store_true", help="show the stages and exit")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
+                        help="an extra argument for a stage's command, e.g. --set rm=--trainer.max_epochs=1")
+    args = parser.parse_args()
+    extra: dict[str, list[str]] = {}
+    for item in args.set:
+        stage, _, arg = item.partition("=")
+        extra.setdefault(stage, []).append(arg)
+    if args.list:
+        for stage in stages():
+            print(f"{stage.name:14s} {'up to date' if stage.up_to_date() else 'to run':10s} {' '.join(stage.command)}")
+        return
+    run(force=args.force, extra=extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The sandbox pipeline's report: does ALMoST work in miniature? (``runs/sandbox/report.{json,md}``)
+
+    python -m almost.sandbox.report --runs runs/sandbox
+
+Every number is measured on the world's held-out queries (``world/heldout_queries.jsonl``), which query
+mining excludes and no stage trains on, and judged by the oracle, which no stage trains on either:
+
+- ``baselines``: the prompted baselines A..E and the Spearman correlation with the rule of thumb;
+- ``comparisons``: pairs formed, removed by the heuristic filter and by the RM filter, kept;
+- ``rm``: agreement with the oracle on pairs of held-out responses (the baselines' answers) whose oracle scores
+  differ by at least ``MIN_ORACLE_GAP``, the "longer response wins" baseline on the same pairs, and the accuracy
+  on the held-out synthetic comparisons (``val/accuracy`` at the end of training);
+- ``rmsp``, ``selfplay``: mean oracle score of the demonstrations' assistant turns whose question the world
+  can judge (mined questions can be garbled);
+- ``sft_rmsp``, ``sft_selfplay``, ``ppo``: mean oracle score of zero-shot answers (chat template, no few-shot
+  prompt; sampled like the baselines); from PPO's training log, ``ppo.reward_start`` and ``ppo.reward_end``
+  (mean RM score of the first and of the last 3 rollouts) and ``ppo.kl`` (KL to SFT, last 3 rollouts);
+- ``winrate.ppo_vs_sft``: oracle-judged wins, ties and losses of PPO against SFT on the same queries;
+- ``hhh``: HHH A/B accuracy of the final policy (asked A or B) and of the RM (``configs/eval/hhh_*.yaml``);
+- ``wall_seconds``: per stage and in total (``wall_seconds.json``, written by the pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from almost.chat import ChatTemplate, encode_prompt
+from almost.evaluation import longer_wins_accuracy, preference_accuracy, win_tie_loss
+from almost.generation import SamplingConfig, generate
+from almost.records import Demonstration, Prompt, Responses, Turn, load_jsonl
+from almost.sandbox.baselines import VANILLA_SAMPLING
+from almost.sandbox.build import load_world
+from almost.sandbox.oracle import score
+from almost.sandbox.world import World
+
+MIN_ORACLE_GAP = 0.2
+POLICY_SAMPLING = VANILLA_SAMPLING  # policies answer with the baselines' sampling settings
+
+
+def policy_answers(model_dir: str | Path, queries: Sequence[str], sampling: SamplingConfig = POLICY_SAMPLING,
+                   batch_size: int = 64, seed: int = 0) -> list[str]:
+    """Zero-shot answers of an aligned policy: the query alone in the chat template."""
+    from almost.models import ModelSource, build_causal_lm, load_tokenizer
+
+    source = ModelSource(path=str(model_dir))
+    tokenizer = load_tokenizer(source)
+    model = build_causal_lm(source, tokenizer).eval()
+    prompts = [encode_prompt(tokenizer, ChatTemplate(), [Turn("user", q)]) for q in queries]
+    return [g.text for g in generate(model, tokenizer, prompts, sampling, batch_size=batch_size, seed=seed)]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def oracle_scores(world: World, queries: Sequence[str], answers: Sequence[str]) -> list[float]:
+    return [score(q, a, world).total for q, a in zip(queries, answers)]
+
+
+def demonstrations_oracle(world: World, path: Path) -> dict:
+    """Mean oracle score of the assistant turns whose preceding question the world can parse."""
+    scores, turns = [], 0
+    for demo in load_jsonl(path, Demonstration):
+        for question, answer in zip(demo.messages[0::2], demo.messages[1::2]):
+            turns += 1
+            query = world.parse(question.content)
+            if query is not None:
+                scores.append(score(query, answer.content, world).total)
+    return {"oracle": _mean(scores), "judged_turns": len(scores), "turns": turns,
+            "demonstrations": len(load_jsonl(path, Demonstration))}
+
+
+def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict:
+    """RM vs oracle on every pair of responses to one query whose oracle scores differ by >= MIN_ORACLE_GAP."""
+    from almost.models import ModelSource, RewardModel, load_tokenizer
+    from almost.scoring import reward_scores
+
+    better, worse, prompts = [], [], []
+    for record in responses:
+        texts = sorted({t for t in record.responses.values() if t.strip()})
+        judged = {t: score(record.prompt, t, world).total for t in texts}
+        for i, a in enumerate(texts):
+            for b in texts[i + 1:]:
+                if abs(judged[a] - judged[b]) >= MIN_ORACLE_GAP:
+                    good, bad = (a, b) if judged[a] > judged[b] else (b, a)
+                    better.append(good), worse.append(bad), prompts.append(record.prompt)
+    if not better:
+        return {"oracle_pair_accuracy": None, "length_baseline_accuracy": None, "oracle_pairs": 0}
+    rm = RewardModel.from_pretrained(str(rm_dir))
+    tokenizer = load_tokenizer(ModelSource(path=str(rm_dir)))
+    histories = [[Turn("user", p)] for p in prompts]
+    good_scores = reward_scores(rm, tokenizer, histories, better)
+    bad_scores = reward_scores(rm, tokenizer, histories, worse)
+    return {"oracle_pair_accuracy": preference_accuracy(good_scores, bad_scores),
+            "length_baseline_accuracy": longer_wins_accuracy(better, worse), "oracle_pairs": len(better)}
+
+
+def last_scalars(log_root: Path, tags: Sequence[str]) -> dict[str, list[float]]:
+    """Every logged value of ``tags`` in the newest TensorBoard run under ``log_root`` (``version_N``)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    versions = sorted(log_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not versions:
+        raise FileNotFoundError(f"no TensorBoard run under {log_root}")
+    events = EventAccumulator(str(versions[-1]), size_guidance={"scalars": 0})
+    events.Reload()
+    available = set(events.Tags()["scalars"])
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in tags if tag in available}
+
+
+def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict:
+    world = load_world(runs / "world")
+    queries = [p.prompt for p in load_jsonl(runs / "world" / "heldout_queries.jsonl", Prompt)]
+    baselines = json.loads((runs / "baselines" / "baselines.json").read_text())
+    comparisons = json.loads((runs / "data" / "comparisons.stats.json").read_text())
+    report: dict = {
+        "n_heldout_queries": len(queries), "n_distinct_heldout_queries": len(set(queries)),
+        "baselines": {**{k: {"config": v["config"], "oracle": v["oracle"]} for k, v in baselines["baselines"].items()},
+                      "spearman": baselines["spearman"]},
+        "comparisons": {k: comparisons[k] for k in ("formed", "removed_heuristic", "removed_rm", "kept")},
+    }
+    # reward model
+    heldout_responses = load_jsonl(runs / "baselines" / "responses.jsonl", Responses)
+    rm_val = last_scalars(runs / "rm", ["val/accuracy"])["val/accuracy"]
+    report["rm"] = {**rm_oracle_agreement(world, runs / "rm" / "hf", heldout_responses), "val_accuracy": rm_val[-1]}
+    # demonstrations
+    report["rmsp"] = demonstrations_oracle(world, runs / "data" / "rmsp.jsonl")
+    report["selfplay"] = demonstrations_oracle(world, runs / "data" / "selfplay.jsonl")
+    # policies, zero-shot
+    per_query = {}
+    for name in ("sft_rmsp", "sft_selfplay", "ppo"):
+        answers = policy_answers(runs / name / "hf", queries, sampling)
+        per_query[name] = oracle_scores(world, queries, answers)
+        report[name] = {"oracle": statistics.fmean(per_query[name]),
+                        "mean_answer_chars": statistics.fmean(len(a) for a in answers),
+                        "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers))[:5]]}
+    ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/score", "val/kl"])
+    first, last = ppo_log["rollout/score"][:3], ppo_log["rollout/score"][-3:]  # each rollout has other prompts
+    report["ppo"].update(kl=statistics.fmean(ppo_log["rollout/kl"][-3:]), reward_start=statistics.fmean(first),
+                         reward_end=statistics.fmean(last), val_score=ppo_log["val/score"][-1],
+                         val_kl=ppo_log["val/kl"][-1])
+    tally = win_tie_loss(per_query["ppo"], per_query["sft_rmsp"])
+    report["winrate"] = {"ppo_vs_sft": {"win": tally.win_rate, "tie": tally.tie_rate, "loss": tally.loss_rate,
+                                        "n": tally.n}}
+    # HHH A/B of the final policy and of the RM
+    report["hhh"] = {}
+    for name in ("hhh_policy", "hhh_rm"):
+        results = json.loads((runs / "eval" / name / "results.json").read_text())
+        report["hhh"][name.removeprefix("hhh_")] = results["metrics"]["accuracy"]
+    wall = json.loads((runs / "wall_seconds.json").read_text()) if (runs / "wall_seconds.json").is_file() else {}
+    report["wall_seconds"] = {**wall, "total": round(sum(wall.values()), 1)}
+    report["findings"] = findings(report)
+    return report
+
+
+def findings(r: dict) -> dict[str, bool]:
+    """The paper's findings, as the issue states them, checked on this run (unmeasurable counts as not holding)."""
+    rm, rmsp, selfplay = r["rm"], r["rmsp"]["oracle"], r["selfplay"]["oracle"]
+    has_pairs = rm["oracle_pairs"] > 0
+    return {
+        "rm_agrees_with_oracle_>=0.75": has_pairs and rm["oracle_pair_accuracy"] >= 0.75,
+        "rm_beats_length_baseline_by_0.10": has_pairs and rm["oracle_pair_accuracy"] >= rm["length_baseline_accuracy"] + 0.10,
+        "rmsp_>_selfplay": None not in (rmsp, selfplay) and rmsp > selfplay,
+        "sft_rmsp_>_sft_selfplay": r["sft_rmsp"]["oracle"] > r["sft_selfplay"]["oracle"],
+        "ppo_>_sft": r["ppo"]["oracle"] > r["sft_rmsp"]["oracle"],
+        "aligned_policy_>=_baseline_A": max(r["ppo"]["oracle"], r["sft_rmsp"]["oracle"]) >= r["baselines"]["A"]["oracle"],
+    }
+
+
+def markdown(r: dict) -> str:
+    b = r["baselines"]
+    lines = ["# ALMoST on the sandbox world", "",
+             f"Held-out queries: {r['n_heldout_queries']} ({r['n_distinct_heldout_queries']} distinct). "
+             "Oracle scores are in [0, 1].", "",
+             "## Prompted baselines (vanilla LMs)", "", "| | configuration | oracle |", "|---|---|---|",
+             *[f"| {k} | {b[k]['config']} | {b[k]['oracle']:.3f} |" for k in "ABCDE"],
+             "", f"Spearman with the rule of thumb: {b['spearman']:.2f}", "",
+             "## Synthetic comparisons", "", "| formed | removed (heuristic) | removed (RM) | kept |", "|---|---|---|---|",
+             "| {formed} | {removed_heuristic} | {removed_rm} | {kept} |".format(**r["comparisons"]), "",
+             "## Reward model", "", "| measure | value |", "|---|---|",
+             f"| agreement with the oracle ({r['rm']['oracle_pairs']} held-out pairs, gap >= {MIN_ORACLE_GAP}) "
+             f"| {_fmt(r['rm']['oracle_pair_accuracy'])} |",
+             f"| longer response wins, same pairs | {_fmt(r['rm']['length_baseline_accuracy'])} |",
+             f"| accuracy on held-out synthetic comparisons | {r['rm']['val_accuracy']:.3f} |", "",
+             "## Demonstrations and policies (oracle)", "", "| | oracle |", "|---|---|",
+             f"| RMSP demonstrations | {_fmt(r['rmsp']['oracle'])} |",
+             f"| self-play demonstrations | {_fmt(r['selfplay']['oracle'])} |",
+             f"| SFT on RMSP (zero-shot) | {r['sft_rmsp']['oracle']:.3f} |",
+             f"| SFT on self-play (zero-shot) | {r['sft_selfplay']['oracle']:.3f} |",
+             f"| PPO from SFT-RMSP (zero-shot) | {r['ppo']['oracle']:.3f} |",
+             f"| best prompted baseline A | {b['A']['oracle']:.3f} |", "",
+             f"PPO: RM score {r['ppo']['reward_start']:.3f} -> {r['ppo']['reward_end']:.3f} (first and last 3 rollouts), "
+             f"KL to SFT {r['ppo']['kl']:.3f}. "
+             "PPO vs SFT (oracle): win {win:.3f}, tie {tie:.3f}, loss {loss:.3f} over {n} queries.".format(
+                 **r["winrate"]["ppo_vs_sft"]), "",
+             f"HHH A/B accuracy: final policy {r['hhh']['policy']:.3f}, reward model {r['hhh']['rm']:.3f}.", "",
+             "## Findings", "", "| finding | holds |", "|---|---|",
+             *[f"| {k} | {'yes' if v else 'NO'} |" for k, v in r["findings"].items()], "",
+             "## Wall-clock seconds", "", "| stage | s |", "|---|---|",
+             *[f"| {k} | {v:.0f} |" for k, v in r["wall_seconds"].items()]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/sandbox")
+    parser.add_argument("--answer-tokens", type=int, default=POLICY_SAMPLING.max_new_tokens,
+                        help="longest zero-shot answer of a policy")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    report = build_report(runs, replace(POLICY_SAMPLING, max_new_tokens=args.answer_tokens))
+    (runs / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (runs / "report.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
