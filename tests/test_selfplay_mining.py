@@ -102,6 +102,7 @@ def test_rmsp_keeps_the_best_sample_and_stops_on_an_unusable_follow_up():
     assert [(t.role, t.content) for t in c1.messages] == [
         ("user", "q1"), ("assistant", "0:xx"), ("user", "Why?"), ("assistant", "1:xx")]
     assert c1.kept_scores == [4.0, 4.0] and c1.sample_scores[0] == [2.0, 3.0, 4.0] and c1.ended_by == "turns"
+    assert c1.samples[1] == ["1:", "1:x", "1:xx"]
     assert [t.content for t in c2.messages] == ["q2", "0:xx"] and c2.ended_by == "unfinished_question"
     assert calls["answer"] == [(2, 3), (1, 3)] and calls["ask"] == [2] and calls["score"] == 9
 

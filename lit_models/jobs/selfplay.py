@@ -5,7 +5,8 @@
 
 The assistant is a prompted vanilla LM (the best prompted configuration, e.g. ``L-faithful-3shot``); the user
 is a prompted vanilla LM that asks follow-up questions. The loop is ``almost.selfplay.self_play``.
-Output: ``Demonstration`` records (the conversations) and statistics of the RM scores of kept vs all samples.
+Output: ``Demonstration`` records (the conversations; ``meta`` keeps every sampled answer and the RM scores of
+the kept ones) and statistics of the RM scores of kept vs all samples.
 """
 
 from __future__ import annotations
@@ -98,13 +99,15 @@ class SelfPlayJob(GenerationJob):
             messages = messages[:first_empty - 1]
         return {"index": index, "messages": [{"role": t.role, "content": t.content} for t in messages],
                 "kept_scores": conversation.kept_scores, "sample_scores": conversation.sample_scores,
+                "samples": conversation.samples,
                 "ended_by": "empty_answer" if first_empty is not None else conversation.ended_by,
                 "meta": prompt.meta}
 
     def finish(self, rows: list[dict]) -> dict:
         kept_rows = [row for row in rows if row["messages"]]
         demonstrations = [Demonstration([Turn(**m) for m in row["messages"]],
-                                        {**row["meta"], "rm_scores": row["kept_scores"], "ended_by": row["ended_by"]})
+                                        {**row["meta"], "rm_scores": row["kept_scores"], "ended_by": row["ended_by"],
+                                         "samples": row["samples"]})
                           for row in kept_rows]
         write_jsonl(self.output, demonstrations)
         ended_by: dict[str, int] = {}

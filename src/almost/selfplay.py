@@ -34,6 +34,7 @@ class Conversation:
     # scores (None without a scorer) of the kept answer, and of all samples, per assistant turn
     kept_scores: list[float | None] = field(default_factory=list)
     sample_scores: list[list[float | None]] = field(default_factory=list)
+    samples: list[list[str]] = field(default_factory=list)  # every sampled answer, per assistant turn
     ended_by: str = "turns"  # "turns" (reached the limit) or why the user's follow-up was refused
 
 
@@ -82,6 +83,7 @@ def self_play(queries: Sequence[str], answer: AnswerFn, ask: AskFn, score: Score
             conversation.messages.append(Turn("assistant", texts[best]))
             conversation.kept_scores.append(scores[best])
             conversation.sample_scores.append(list(scores))
+            conversation.samples.append(list(texts))
         if turn == turns - 1:
             break
         # 3. the simulated user follows up; a conversation without a usable question ends

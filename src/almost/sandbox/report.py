@@ -67,16 +67,22 @@ def oracle_scores(world: World, queries: Sequence[str], answers: Sequence[str]) 
 
 
 def demonstrations_oracle(world: World, path: Path) -> dict:
-    """Mean oracle score of the assistant turns whose preceding question the world can parse."""
-    scores, turns = [], 0
-    for demo in load_jsonl(path, Demonstration):
-        for question, answer in zip(demo.messages[0::2], demo.messages[1::2]):
+    """Mean oracle score of the assistant turns whose preceding question the world can parse; and, for the first
+    turn, the kept answer against the mean of all the answers sampled for it (what choosing by the RM adds)."""
+    scores, turns, first_kept, first_samples = [], 0, [], []
+    demos = load_jsonl(path, Demonstration)
+    for demo in demos:
+        for turn, (question, answer) in enumerate(zip(demo.messages[0::2], demo.messages[1::2])):
             turns += 1
             query = world.parse(question.content)
-            if query is not None:
-                scores.append(score(query, answer.content, world).total)
-    return {"oracle": _mean(scores), "judged_turns": len(scores), "turns": turns,
-            "demonstrations": len(load_jsonl(path, Demonstration))}
+            if query is None:
+                continue
+            scores.append(score(query, answer.content, world).total)
+            if turn == 0 and demo.meta.get("samples"):
+                first_kept.append(scores[-1])
+                first_samples.append(statistics.fmean(score(query, s, world).total for s in demo.meta["samples"][0]))
+    return {"oracle": _mean(scores), "judged_turns": len(scores), "turns": turns, "demonstrations": len(demos),
+            "first_turn_kept_oracle": _mean(first_kept), "first_turn_sample_mean_oracle": _mean(first_samples)}
 
 
 def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict:
@@ -194,6 +200,8 @@ def markdown(r: dict) -> str:
              "## Demonstrations and policies (oracle)", "", "| | oracle |", "|---|---|",
              f"| RMSP demonstrations | {_fmt(r['rmsp']['oracle'])} |",
              f"| self-play demonstrations | {_fmt(r['selfplay']['oracle'])} |",
+             f"| RMSP first turns: the RM's choice / the mean of its N samples | "
+             f"{_fmt(r['rmsp']['first_turn_kept_oracle'])} / {_fmt(r['rmsp']['first_turn_sample_mean_oracle'])} |",
              f"| SFT on RMSP (zero-shot) | {r['sft_rmsp']['oracle']:.3f} |",
              f"| SFT on self-play (zero-shot) | {r['sft_selfplay']['oracle']:.3f} |",
              f"| PPO from SFT-RMSP (zero-shot) | {r['ppo']['oracle']:.3f} |",
