@@ -54,7 +54,7 @@ def test_prompted_config_and_spearman():
 
 
 def test_world_eval_files_load_and_agree_with_the_oracle(tmp_path):
-    from almost.evaluation.formats import load_hhh, load_truthfulqa_mc
+    from almost.evaluation.formats import load_hh_rlhf, load_hhh, load_truthfulqa_mc
     from almost.sandbox.oracle import score
 
     out = build_world(tmp_path, n_documents=50, n_heldout_documents=10, n_heldout_queries=200, vocab_size=400)
@@ -64,6 +64,10 @@ def test_world_eval_files_load_and_agree_with_the_oracle(tmp_path):
         assert len(examples) >= 5, aspect
         for e in examples:
             assert score(e.input, e.better, world).total >= score(e.input, e.worse, world).total + 0.2
+    pairs = load_hh_rlhf(out / "eval" / "hh_rlhf.jsonl")  # the same pairs as human-preference data
+    all_examples = [e for a in ("harmless", "helpful", "honest") for e in load_hhh(out / "eval" / f"hhh_{a}.json")]
+    assert [(p.chosen, p.rejected) for p in pairs] == [(e.better, e.worse) for e in all_examples]
+    assert [p.context[-1].content for p in pairs] == [e.input for e in all_examples]
     questions = load_truthfulqa_mc(out / "eval" / "mc_task.json")
     assert len(questions) == len(world.misconceptions)
     for q, m in zip(questions, world.misconceptions):

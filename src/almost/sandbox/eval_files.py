@@ -4,10 +4,13 @@
   responses written in two corpus styles, kept when the oracle prefers one by at least ``margin``.
 * TruthfulQA-style multiple choice (``mc_task.json``) on the world's misconceptions: the low-quality
   corpus keeps repeating the false answer, so imitating the corpus picks the wrong one.
+* The same A/B pairs as preference data in the HH-RLHF format (``hh_rlhf.jsonl``: ``chosen`` and ``rejected``
+  transcripts with "\n\nHuman: " and "\n\nAssistant: " turns), for reward-model accuracy.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Sequence
@@ -59,13 +62,20 @@ def truthful_questions(world: World) -> list[MCQuestion]:
 
 
 def write_eval_files(world: World, queries: Sequence[Query], out: str | Path, seed: int) -> dict[str, int]:
-    """Write ``hhh_<aspect>.json`` and ``mc_task.json`` to ``out``; returns example counts by file."""
+    """Write ``hhh_<aspect>.json``, ``hh_rlhf.jsonl`` and ``mc_task.json`` to ``out``; returns example counts."""
     out = Path(out)
     counts = {}
-    for aspect, examples in hhh_examples(world, queries, seed).items():
+    by_aspect = hhh_examples(world, queries, seed)
+    for aspect, examples in by_aspect.items():
         write_hhh(out / f"hhh_{aspect}.json", examples, name=f"sandbox_hhh_{aspect}",
                   description="Sandbox A/B pairs: which response is more helpful, honest and harmless?")
         counts[f"hhh_{aspect}.json"] = len(examples)
+    with (out / "hh_rlhf.jsonl").open("w", encoding="utf-8") as f:
+        for example in (e for examples in by_aspect.values() for e in examples):
+            turns = {key: f"\n\nHuman: {example.input}\n\nAssistant: {response}"
+                     for key, response in (("chosen", example.better), ("rejected", example.worse))}
+            f.write(json.dumps(turns, ensure_ascii=False) + "\n")
+    counts["hh_rlhf.jsonl"] = sum(len(examples) for examples in by_aspect.values())
     questions = truthful_questions(world)
     write_truthfulqa_mc(out / "mc_task.json", questions)
     counts["mc_task.json"] = len(questions)
