@@ -29,7 +29,7 @@ from almost.tokenizer import train_tokenizer
 HELDOUT_SEED_OFFSET = 1_000_003  # held-out documents and queries use seeds far from the training ones
 
 
-def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_documents: int = 13_000,
+def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_documents: int = 14_000,
                 n_heldout_documents: int = 500, n_heldout_queries: int = 600, n_seed_queries: int = 20,
                 vocab_size: int = 1000) -> Path:
     """Write the world's files to ``out`` (see the module docstring); ``n_entities`` sizes the knowledge base."""
