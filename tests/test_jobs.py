@@ -87,6 +87,25 @@ def test_an_interrupted_job_resumes_to_the_same_output(models, inputs, tmp_path)
     assert stats["queries"] == len(records) and stats["generated_tokens_this_run"] > 0
 
 
+def test_two_processes_split_the_inputs_and_merge_them_in_order(models, inputs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"model": responses_job(models, inputs, tmp_path / "out.jsonl"),
+                                      "data": queries_data(inputs, batch_size=2), "seed_everything": 0}))
+    result = subprocess.run(
+        [sys.executable, "train.py", "predict", "--config", str(config), "--config", "configs/parallel/ddp.yaml",
+         "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"],
+        cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = sorted(p.name for p in (tmp_path / "out.jsonl.shards").glob("part-*.jsonl"))
+    assert {name.rsplit("-", 1)[1] for name in shards} == {"0.jsonl", "1.jsonl"}  # both ranks wrote
+    assert [r.prompt for r in load_jsonl(tmp_path / "out.jsonl", Responses)] == QUESTIONS * 2
+
+
 def test_a_different_seed_samples_different_responses(models, inputs, tmp_path):
     job = responses_job(models, inputs, tmp_path / "a/out.jsonl")
     predict(tmp_path, job, queries_data(inputs))

@@ -4,8 +4,8 @@ A job is a LightningModule run by ``python train.py predict --config configs/<se
 Lightning spreads the input batches over processes and devices. For each batch the job
 
 1. drops the inputs that an earlier, interrupted run already wrote (``<output>.shards/``);
-2. seeds sampling from ``(seed, first input index of the batch)``, so a batch's output does not depend on
-   which process runs it or on whether the job was interrupted before (for the same batch size);
+2. seeds sampling from ``(seed, first input index of the batch)``, so a batch's output depends only on its
+   inputs: a rerun with the same batch size and number of processes repeats it, interrupted or not;
 3. produces output rows (``run``), which :class:`ShardWriter` writes as one shard at once.
 
 When every batch is done, rank 0 merges the shards in input order and ``finish`` writes the final files and
