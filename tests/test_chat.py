@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from almost.batching import pad_sequences, position_ids_from_mask
-from almost.chat import IGNORE_INDEX, ChatTemplate, encode_comparison, encode_demonstration, encode_prompt
+from almost.chat import (IGNORE_INDEX, ChatTemplate, encode_comparison, encode_demonstration, encode_exchange,
+                         encode_prompt)
 from almost.records import Comparison, Demonstration, Turn
 
 BOS, EOS, PAD = 1, 2, 0
@@ -42,6 +43,13 @@ def test_comparison_keeps_response_and_cuts_prompt_from_left():
     assert chosen == ids("ef\nA:")[-5:] + ids("xy") + [EOS]
     assert rejected == ids("def\nA:")[-6:] + ids("z") + [EOS]
     assert len(chosen) == len(rejected) == 8
+
+
+def test_exchange_is_a_multi_turn_history_then_a_closed_answer():
+    history = [Turn("user", "ab"), Turn("assistant", "cd"), Turn("user", "ef")]
+    full = [BOS] + ids("U: ab\nA:") + ids("cd") + [EOS] + ids("U: ef\nA:") + ids("gh") + [EOS]
+    assert encode_exchange(TOK, TEMPLATE, history, "gh", max_length=100) == full
+    assert encode_exchange(TOK, TEMPLATE, history, "gh", max_length=7) == full[-7:]  # the history is cut first
 
 
 def test_comparison_response_longer_than_max_length_is_cut_from_right():

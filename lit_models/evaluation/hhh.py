@@ -12,13 +12,12 @@ from typing import Literal
 
 import torch
 
-from almost.chat import ChatTemplate
+from almost.chat import ChatTemplate, encode_exchange, encode_prompt
 from almost.evaluation import ABExample, ab_accuracy, ab_choice_probability, preference_accuracy
 from almost.models import ModelSource, build_causal_lm
 from almost.records import Turn
 from lit_models.evaluation.base import EvaluationModule, Row
-from lit_models.evaluation.scoring import (continuation_logprobs, dialogue_ids, exchange_ids, load_reward_model,
-                                           reward_scores, text_ids)
+from lit_models.evaluation.scoring import continuation_logprobs, load_reward_model, reward_scores, text_ids
 
 METHODS = ("ab_prompt", "reward", "likelihood")
 
@@ -81,7 +80,7 @@ class HHHEvaluation(EvaluationModule):
         prompts, options = [], []
         for e in examples:
             for a, b in ((e.better, e.worse), (e.worse, e.better)):
-                prompt = dialogue_ids(tok, template, [Turn("user", AB_PROMPT.format(input=e.input, a=a, b=b))])
+                prompt = encode_prompt(tok, template, [Turn("user", AB_PROMPT.format(input=e.input, a=a, b=b))])
                 prompts += [prompt] * len(option_ids)
                 options += option_ids
         logprobs = continuation_logprobs(self.net, prompts, options, tok.pad_token_id)  # (4B,)
@@ -93,10 +92,10 @@ class HHHEvaluation(EvaluationModule):
         queries = [[Turn("user", e.input)] for e in examples for _ in range(2)]
         responses = [r for e in examples for r in (e.better, e.worse)]
         if self.hparams.method == "reward":
-            sequences = [exchange_ids(tok, template, q, r, self.hparams.max_length) for q, r in zip(queries, responses)]
+            sequences = [encode_exchange(tok, template, q, r, self.hparams.max_length) for q, r in zip(queries, responses)]
             scores = reward_scores(self.net, sequences, tok.pad_token_id)
         else:
-            prompts = [dialogue_ids(tok, template, q) for q in queries]
+            prompts = [encode_prompt(tok, template, q) for q in queries]
             scores = continuation_logprobs(self.net, prompts, [text_ids(tok, template, r) for r in responses],
                                            tok.pad_token_id)
         return scores.view(len(examples), 2)

@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from almost.chat import ChatTemplate
+from almost.chat import ChatTemplate, encode_exchange
 from almost.evaluation import HHPair, longer_wins_accuracy, preference_accuracy
 from almost.models import ModelSource, RewardModel
 from lit_models.evaluation.base import EvaluationModule, Row
-from lit_models.evaluation.scoring import exchange_ids, load_reward_model, reward_scores
+from lit_models.evaluation.scoring import load_reward_model, reward_scores
 
 
 class RewardAccuracyEvaluation(EvaluationModule):
@@ -39,7 +39,7 @@ class RewardAccuracyEvaluation(EvaluationModule):
 
     def evaluate_batch(self, batch: list) -> list[Row]:
         pairs: list[HHPair] = [item.record for item in batch]
-        sequences = [exchange_ids(self.tokenizer, self.template, p.context, response, self.hparams.max_length)
+        sequences = [encode_exchange(self.tokenizer, self.template, p.context, response, self.hparams.max_length)
                      for p in pairs for response in (p.chosen, p.rejected)]
         rewards = reward_scores(self.net, sequences, self.tokenizer.pad_token_id).view(len(pairs), 2).tolist()
         return [{"index": item.index, "chosen": p.chosen, "rejected": p.rejected, "chosen_reward": chosen,

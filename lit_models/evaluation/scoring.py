@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from almost.batching import pad_sequences
-from almost.chat import IGNORE_INDEX, ChatTemplate, SpecialIds, encode_turn, truncate_prompt_left
+from almost.chat import IGNORE_INDEX, ChatTemplate, encode_turn
 from almost.losses import response_logprobs
 from almost.models import ModelSource, RewardModel
 from almost.ppo import logprobs_from_logits
@@ -22,22 +22,6 @@ from almost.records import Turn
 def text_ids(tokenizer, template: ChatTemplate, text: str) -> list[int]:
     """Ids of ``text`` as an assistant turn's content, without the EOS that closes the turn."""
     return encode_turn(tokenizer, template, Turn("assistant", text))[:-1]
-
-
-def dialogue_ids(tokenizer, template: ChatTemplate, turns: Sequence[Turn]) -> list[int]:
-    """``<s>`` and every turn in the chat layout (a prompt when the last turn is the user's)."""
-    ids = [SpecialIds.of(tokenizer).bos]
-    for turn in turns:
-        ids += encode_turn(tokenizer, template, turn)
-    return ids
-
-
-def exchange_ids(tokenizer, template: ChatTemplate, context: Sequence[Turn], response: str,
-                 max_length: int) -> list[int]:
-    """The context followed by ``response`` as a closed assistant turn (with EOS, as the reward model was
-    trained), at most ``max_length`` ids: the context is cut from the left first."""
-    response_ids = encode_turn(tokenizer, template, Turn("assistant", response))
-    return truncate_prompt_left(dialogue_ids(tokenizer, template, context), response_ids, max_length)
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -11,12 +11,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from almost.chat import ChatTemplate
+from almost.chat import ChatTemplate, encode_prompt
 from almost.evaluation import MCQuestion, mc1, mc2
 from almost.models import ModelSource, build_causal_lm
 from almost.records import Turn
 from lit_models.evaluation.base import EvaluationModule, Row
-from lit_models.evaluation.scoring import continuation_logprobs, dialogue_ids, text_ids
+from lit_models.evaluation.scoring import continuation_logprobs, text_ids
 
 METHODS = ("likelihood", "p_true")
 
@@ -60,11 +60,11 @@ class TruthfulQAEvaluation(EvaluationModule):
         """The score of each ``(question, answer)`` pair (see the class docstring)."""
         tok, template, pad = self.tokenizer, self.template, self.tokenizer.pad_token_id
         if self.hparams.method == "likelihood":
-            prompts = [dialogue_ids(tok, template, [Turn("user", question)]) for question, _ in pairs]
+            prompts = [encode_prompt(tok, template, [Turn("user", question)]) for question, _ in pairs]
             answers = [text_ids(tok, template, answer) for _, answer in pairs]
             return continuation_logprobs(self.net, prompts, answers, pad).tolist()
         option_ids = [text_ids(tok, template, option) for option in P_TRUE_OPTIONS]
-        prompts = [dialogue_ids(tok, template, [Turn("user", P_TRUE_PROMPT.format(question=q, answer=a))])
+        prompts = [encode_prompt(tok, template, [Turn("user", P_TRUE_PROMPT.format(question=q, answer=a))])
                    for q, a in pairs]
         logprobs = continuation_logprobs(self.net, [p for p in prompts for _ in option_ids], option_ids * len(prompts),
                                          pad).view(len(pairs), 2)  # (N, [True, False])

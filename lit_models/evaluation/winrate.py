@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from almost.chat import ChatTemplate
+from almost.chat import ChatTemplate, encode_exchange, encode_prompt
 from almost.evaluation import parse_score, render_judge_prompt, win_tie_loss
 from almost.generation import Generation, SamplingConfig, generate
 from almost.models import ModelSource, RewardModel, build_causal_lm, load_tokenizer
@@ -18,7 +18,7 @@ from almost.sandbox.build import load_world
 from almost.sandbox.oracle import score as oracle_score
 from almost.sandbox.world import World
 from lit_models.evaluation.base import EvaluationModule, Row, describe
-from lit_models.evaluation.scoring import dialogue_ids, exchange_ids, load_reward_model, reward_scores
+from lit_models.evaluation.scoring import load_reward_model, reward_scores
 
 JUDGES = ("reward_model", "judge", "oracle")
 
@@ -104,13 +104,13 @@ class WinRateEvaluation(EvaluationModule):
     def respond(self, model: torch.nn.Module, tokenizer, prompts: list[str], sampling: SamplingConfig,
                 seed: int) -> list[Generation]:
         """One reply per user message, generated as the assistant's turn."""
-        ids = [dialogue_ids(tokenizer, self.template, [Turn("user", p)]) for p in prompts]
+        ids = [encode_prompt(tokenizer, self.template, [Turn("user", p)]) for p in prompts]
         return generate(model, tokenizer, ids, sampling, batch_size=len(ids), seed=seed)
 
     # --- 2. judges ----------------------------------------------------------------------------------
     def rewards(self, questions: list[str], answers: list[str]) -> list[float]:
         tok = self.tokenizers["reward_model"]
-        sequences = [exchange_ids(tok, self.template, [Turn("user", q)], a, self.hparams.max_length)
+        sequences = [encode_exchange(tok, self.template, [Turn("user", q)], a, self.hparams.max_length)
                      for q, a in zip(questions, answers)]
         return reward_scores(self.reward_net, sequences, tok.pad_token_id).tolist()
 

@@ -79,6 +79,14 @@ def encode_comparison(
     return pairs[0], pairs[1]
 
 
+def encode_exchange(tokenizer, template: ChatTemplate, history: Sequence[Turn], response: str,
+                    max_length: int) -> list[int]:
+    """``history`` (ending with a user turn) followed by ``response`` as a closed assistant turn (with EOS, as a
+    reward model is trained), at most ``max_length`` ids: the history is cut from the left first."""
+    return truncate_prompt_left(encode_prompt(tokenizer, template, history),
+                                encode_turn(tokenizer, template, Turn("assistant", response)), max_length)
+
+
 def truncate_prompt_left(prompt_ids: list[int], response_ids: list[int], max_length: int) -> list[int]:
     """``prompt_ids + response_ids`` cut to ``max_length``: drop prompt tokens from the left first."""
     if len(response_ids) >= max_length:

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from almost.batching import pad_sequences
-from almost.chat import ChatTemplate, encode_prompt, encode_turn, truncate_prompt_left
+from almost.chat import ChatTemplate, encode_exchange
 from almost.records import Turn
 
 
@@ -23,8 +23,7 @@ def reward_scores(reward_model, tokenizer, histories: Sequence[Sequence[Turn]], 
         raise ValueError(f"{len(histories)} histories but {len(answers)} answers")
     reward_model.eval()
     device = next(reward_model.parameters()).device
-    sequences = [truncate_prompt_left(encode_prompt(tokenizer, template, history),
-                                      encode_turn(tokenizer, template, Turn("assistant", answer)), max_length)
+    sequences = [encode_exchange(tokenizer, template, history, answer, max_length)
                  for history, answer in zip(histories, answers)]
     scores: list[float] = []
     for start in range(0, len(sequences), batch_size):
