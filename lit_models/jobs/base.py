@@ -101,7 +101,7 @@ class GenerationJob(L.LightningModule):
         """Rank 0, after every batch: merge the shards, write the outputs and the statistics."""
         rows = self.store.merged_rows()
         stats = self.finish(rows)
-        stats["generated_tokens_this_run"] = self.generated_tokens
+        stats["generated_tokens_this_run"] = self.generated_tokens  # by rank 0, the process that merges
         stats["tokens_per_second_this_run"] = self.generated_tokens / max(self.generation_seconds, 1e-9)
         path = self.output.with_name(self.output.stem + ".stats.json")
         path.write_text(json.dumps(stats, indent=2) + "\n")
