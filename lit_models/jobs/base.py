@@ -76,6 +76,7 @@ class GenerationJob(L.LightningModule):
         return [ShardWriter()]
 
     def on_predict_start(self) -> None:
+        self.trainer.predict_loop.return_predictions = False  # rows go to shards, not into memory
         self.done = self.store.done()
         self.generated_tokens, self.generation_seconds = 0, 0.0
         if self.done:
