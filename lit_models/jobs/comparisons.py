@@ -14,9 +14,8 @@ from dataclasses import asdict
 from typing import Any
 
 from almost.feedback import HeuristicFilter, Rubric, Stats, build_comparisons
-from almost.models import ModelSource, RewardModel, load_tokenizer
 from almost.records import Comparison, Responses, Turn, write_jsonl
-from almost.scoring import reward_scores
+from almost.scoring import load_scorer, reward_scores
 from lit_models.jobs.base import GenerationJob
 
 
@@ -35,8 +34,7 @@ class ComparisonJob(GenerationJob):
         self.rubric = Rubric.parse(rubric)
         self.heuristic = heuristic
         self.max_length = max_length
-        self.reward_model = RewardModel.from_pretrained(reward_model).eval() if reward_model else None
-        self.rm_tokenizer = load_tokenizer(ModelSource(path=reward_model)) if reward_model else None
+        self.reward_model, self.rm_tokenizer = load_scorer(reward_model) if reward_model else (None, None)
 
     def run(self, items: list[tuple[int, Any]], seed: int) -> list[dict]:
         records: list[Responses] = [record for _, record in items]

@@ -18,10 +18,9 @@ from itertools import count
 from typing import Any, Sequence
 
 from almost.generation import SamplingConfig
-from almost.models import ModelSource, RewardModel, load_tokenizer
 from almost.prompting import Prompter
 from almost.records import Demonstration, Prompt, Turn, write_jsonl
-from almost.scoring import reward_scores
+from almost.scoring import load_scorer, reward_scores
 from almost.selfplay import Conversation, self_play
 from lit_models.jobs.base import GenerationJob, load_models
 
@@ -63,8 +62,7 @@ class SelfPlayJob(GenerationJob):
         self.networks, self.tokenizers = load_models({"assistant": assistant, **({} if user == assistant else
                                                                                  {"user": user})})
         self.user_key = "assistant" if user == assistant else "user"
-        self.reward_model = RewardModel.from_pretrained(reward_model).eval() if reward_model else None
-        self.rm_tokenizer = load_tokenizer(ModelSource(path=reward_model)) if reward_model else None
+        self.reward_model, self.rm_tokenizer = load_scorer(reward_model) if reward_model else (None, None)
 
     def run(self, items: list[tuple[int, Any]], seed: int) -> list[dict]:
         seeds = count(seed, 7919)  # a fresh seed for every model call of this batch

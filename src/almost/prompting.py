@@ -24,8 +24,13 @@ from almost.records import Demonstration, Turn, load_jsonl
 Exchange = tuple[str, str]  # (user question, assistant answer)
 
 
+def render_exchange(question: str, answer: str, template: ChatTemplate = ChatTemplate()) -> str:
+    """``User: {question}\\nAssistant: {answer}``: one exchange, as in the corpus and in few-shot prompts."""
+    return f"{template.user_segment(question)} {answer}"
+
+
 def render_exchanges(exchanges: Sequence[Exchange], template: ChatTemplate) -> list[str]:
-    return [f"{template.user_segment(question)} {answer}" for question, answer in exchanges]
+    return [render_exchange(question, answer, template) for question, answer in exchanges]
 
 
 def exchanges_of(history: Sequence[Turn]) -> tuple[list[Exchange], str | None]:

@@ -11,6 +11,13 @@ from almost.chat import ChatTemplate, encode_exchange
 from almost.records import Turn
 
 
+def load_scorer(directory: str):
+    """A saved reward model (frozen, eval mode) and its tokenizer, from one local directory."""
+    from almost.models import ModelSource, RewardModel, load_tokenizer
+
+    return RewardModel.from_pretrained(directory).eval().requires_grad_(False), load_tokenizer(ModelSource(path=directory))
+
+
 @torch.no_grad()
 def reward_scores(reward_model, tokenizer, histories: Sequence[Sequence[Turn]], answers: Sequence[str],
                   template: ChatTemplate = ChatTemplate(), max_length: int = 512, batch_size: int = 32) -> list[float]:

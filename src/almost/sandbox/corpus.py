@@ -31,7 +31,7 @@ import random
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from almost.chat import ChatTemplate
+from almost.prompting import render_exchange
 from almost.sandbox.world import ATTRIBUTES, COLOURS, FOODS, WEATHER, WORDS, Query, World, split_of
 
 STYLES = ("prose", "lesson", "careful", "terse", "wrong", "evasive", "rude", "compliant", "fabricating")
@@ -201,11 +201,6 @@ def answer(query: Query, style: str, world: World, rng: random.Random) -> str:
 
 
 # --- documents --------------------------------------------------------------------------------------
-def render_exchange(query_text: str, reply: str, template: ChatTemplate = ChatTemplate()) -> str:
-    """``User: {query}\\nAssistant: {reply}``."""
-    return f"{template.user_segment(query_text)} {reply}"
-
-
 def _dialogue_query(world: World, style: str, previous: Query | None, rng: random.Random) -> Query:
     if previous is not None and previous.family == "kb_fact" and rng.random() < FOLLOW_UP_RATE:
         return world.related_query(previous, rng)

@@ -71,15 +71,22 @@ def _hf(stage: str) -> Path:
     return RUNS / stage / "hf" / "config.json"
 
 
+def fit(name: str, inputs: tuple[Path, ...], outputs: tuple[Path, ...], *configs: str) -> Stage:
+    """A training stage: ``train.py fit``; an interrupted run resumes from its last checkpoint."""
+    return Stage(name, _train("fit", name), inputs + _configs(name, *configs), outputs,
+                 checkpoint=RUNS / name / "checkpoints" / "last.ckpt")
+
+
+def job(name: str, inputs: tuple[Path, ...], output: Path, *configs: str) -> Stage:
+    """A generation job: ``train.py predict``; an interrupted run keeps its shards."""
+    return Stage(name, _train("predict", name), inputs + _configs(name, *configs), (output,),
+                 shards=Path(f"{output}.shards"))
+
+
 def stages() -> list[Stage]:
     world = WORLD / "world.json"
     world_code = tuple(SANDBOX_CODE / f for f in ("build.py", "corpus.py", "world.py", "eval_files.py"))
     vanilla = tuple(_hf(f"pretrain_{size}") for size in "sml")
-    fit = lambda name, inputs, outputs, *configs: Stage(  # noqa: E731
-        name, _train("fit", name), inputs + _configs(name, *configs), outputs,
-        checkpoint=RUNS / name / "checkpoints" / "last.ckpt")
-    job = lambda name, inputs, output, *configs: Stage(  # noqa: E731
-        name, _train("predict", name), inputs + _configs(name, *configs), (output,), shards=Path(f"{output}.shards"))
     return [
         Stage("world", (sys.executable, "-m", "almost.sandbox.build", "--out", str(WORLD)), world_code, (world,)),
         *[fit(f"pretrain_{size}", (world,), (_hf(f"pretrain_{size}"),)) for size in "sml"],

@@ -87,8 +87,7 @@ def demonstrations_oracle(world: World, path: Path) -> dict:
 
 def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict:
     """RM vs oracle on every pair of responses to one query whose oracle scores differ by >= MIN_ORACLE_GAP."""
-    from almost.models import ModelSource, RewardModel, load_tokenizer
-    from almost.scoring import reward_scores
+    from almost.scoring import load_scorer, reward_scores
 
     better, worse, prompts = [], [], []
     for record in responses:
@@ -101,8 +100,7 @@ def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Re
                     better.append(good), worse.append(bad), prompts.append(record.prompt)
     if not better:
         return {"oracle_pair_accuracy": None, "length_baseline_accuracy": None, "oracle_pairs": 0}
-    rm = RewardModel.from_pretrained(str(rm_dir))
-    tokenizer = load_tokenizer(ModelSource(path=str(rm_dir)))
+    rm, tokenizer = load_scorer(str(rm_dir))
     histories = [[Turn("user", p)] for p in prompts]
     good_scores = reward_scores(rm, tokenizer, histories, better)
     bad_scores = reward_scores(rm, tokenizer, histories, worse)
