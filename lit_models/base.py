@@ -96,7 +96,7 @@ class TrainingStage(L.LightningModule):
         no_decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim < 2]  # norms, biases
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
+            lr=self.hparams.lr, fused=True,  # one kernel per step instead of several per parameter group
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         warmup_steps = int(self.hparams.warmup_ratio * total_steps)

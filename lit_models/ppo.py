@@ -75,18 +75,20 @@ def disable_dropout(model: nn.Module) -> None:
 class Responses:
     """Step 1 of a rollout: one sampled response per prompt. ``P`` prompt length, ``T`` response length.
 
-    :class:`almost.ppo.Rollout` has the same four fields: ``response_logits`` and ``response_values`` take either.
+    :class:`almost.ppo.Rollout` has the same first four fields: ``response_logits`` and ``response_values`` take
+    either.
     """
 
     query_ids: torch.Tensor  # (B, P) prompt token ids, left-padded
     query_mask: torch.Tensor  # (B, P) 1 = real prompt token
     response_ids: torch.Tensor  # (B, T) generated ids, the pad id after the first EOS
     response_mask: torch.Tensor  # (B, T) 1 up to and including the first EOS (see response_mask_from_ids)
+    logprobs: torch.Tensor | None = None  # (B, T) log pi(token) from the sampling pass, sampling temperature
 
     def rows(self, index: torch.Tensor) -> Responses:
         """The rows ``index`` ``(b,)`` of every field."""
         return Responses(self.query_ids[index], self.query_mask[index], self.response_ids[index],
-                         self.response_mask[index])
+                         self.response_mask[index], None if self.logprobs is None else self.logprobs[index])
 
 
 def join_sequences(batch: Responses | Rollout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,8 +141,14 @@ class PPOModule(L.LightningModule):
             ``reward_model``. The critic gives per-token values.
         max_new_tokens, temperature, top_p: sampling (top-k off). Log-probs are those of
             ``softmax(logits / temperature)``; with ``top_p < 1`` the sampler differs slightly from that.
+        recompute_logprobs: take the rollout policy's log-probs from a separate forward pass over the finished
+            sequences instead of from the sampling pass's own logits (the default, one forward pass fewer). The
+            two agree to float rounding in float32; in bf16 the KV-cached sampling pass differs a little more
+            from a training forward, so the first minibatch's ratio is then not exactly 1.
         ppo_epochs: passes over each rollout.
-        minibatch_size: rollout rows per forward/backward pass (and per forward pass of the rollout stage).
+        minibatch_size: rollout rows per forward/backward pass of the PPO update.
+        forward_batch_size: rollout rows per no-grad forward pass of the rollout stage (reference and value
+            model; the reward model scores the whole rollout at once). Default: the whole rollout in one pass.
         gradient_accumulation_steps: minibatches summed into one optimizer step.
         policy_lr, critic_lr: AdamW learning rates (constant). There is no ``vf_coef``: the critic is its own
             network with its own optimizer, where a loss coefficient would only rescale what Adam normalises.
@@ -170,8 +178,10 @@ class PPOModule(L.LightningModule):
         max_new_tokens: int = 64,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        recompute_logprobs: bool = False,
         ppo_epochs: int = 4,
         minibatch_size: int = 8,
+        forward_batch_size: int | None = None,
         gradient_accumulation_steps: int = 1,
         policy_lr: float = 1e-6,
         critic_lr: float = 5e-6,
@@ -197,8 +207,9 @@ class PPOModule(L.LightningModule):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"PPO samples: temperature must be > 0, got {temperature}")
-        if min(ppo_epochs, minibatch_size, gradient_accumulation_steps, max_new_tokens) < 1:
-            raise ValueError("ppo_epochs, minibatch_size, gradient_accumulation_steps and max_new_tokens must be >= 1")
+        if min(ppo_epochs, minibatch_size, gradient_accumulation_steps, max_new_tokens, forward_batch_size or 1) < 1:
+            raise ValueError("ppo_epochs, minibatch_size, forward_batch_size, gradient_accumulation_steps and "
+                             "max_new_tokens must be >= 1")
         self.source = source if isinstance(source, ModelSource) else ModelSource(**source)
         self.save_hyperparameters(ignore=["source"])
         self.hparams["source"] = asdict(self.source)  # plain data, so checkpoints load with weights_only
@@ -255,8 +266,8 @@ class PPOModule(L.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         policy_params = [p for p in self.policy.parameters() if p.requires_grad]  # the adapter only, with LoRA
-        return [torch.optim.AdamW(policy_params, lr=self.hparams.policy_lr),
-                torch.optim.AdamW(self.critic.parameters(), lr=self.hparams.critic_lr)]
+        return [torch.optim.AdamW(policy_params, lr=self.hparams.policy_lr, fused=True),  # one kernel per step
+                torch.optim.AdamW(self.critic.parameters(), lr=self.hparams.critic_lr, fused=True)]
 
     def on_fit_start(self) -> None:
         if str(self.trainer.precision).startswith("16"):
@@ -341,12 +352,16 @@ class PPOModule(L.LightningModule):
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda, device_type=self.device.type):  # leave the global RNG alone
             torch.manual_seed(seed)
-            sequences = self.policy_lm.generate(input_ids=query_ids, attention_mask=query_mask,
-                                                generation_config=config, synced_gpus=synced)  # (B, P + T)
-        response_ids = sequences[:, query_ids.shape[1]:]  # (B, T)
+            output = self.policy_lm.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config,
+                                             synced_gpus=synced, output_logits=not hp.recompute_logprobs,
+                                             return_dict_in_generate=True)
+        response_ids = output.sequences[:, query_ids.shape[1]:]  # (B, T)
+        logprobs = None
+        if not hp.recompute_logprobs:  # the raw logits of every sampling step, before temperature and top-p
+            logprobs = logprobs_from_logits(torch.stack(output.logits, 1), response_ids, hp.temperature)  # (B, T)
         response_mask = response_mask_from_ids(response_ids, tokenizer.eos_token_id)
         response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
-        return Responses(query_ids, query_mask, response_ids, response_mask)
+        return Responses(query_ids, query_mask, response_ids, response_mask, logprobs)
 
     # --- 2. score -----------------------------------------------------------------------------
     def score_responses(self, responses: Responses) -> torch.Tensor:
@@ -394,12 +409,16 @@ class PPOModule(L.LightningModule):
 
     def evaluate(self, responses: Responses,
                  values: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(logprobs, ref_logprobs, values)``, each ``(B, T)``, in chunks of ``minibatch_size`` rows."""
+        """``(logprobs, ref_logprobs, values)``, each ``(B, T)``, in chunks of ``forward_batch_size`` rows. The
+        policy's log-probs are those of the sampling pass when ``responses`` carries them."""
         temperature, parts = self.hparams.temperature, []
-        for rows in torch.arange(len(responses.query_ids), device=self.device).split(self.hparams.minibatch_size):
+        n_rows = len(responses.query_ids)
+        for rows in torch.arange(n_rows, device=self.device).split(self.hparams.forward_batch_size or n_rows):
             chunk = responses.rows(rows)
-            logits = self.response_logits(self.policy_lm, chunk)
-            logprobs = logprobs_from_logits(logits, chunk.response_ids, temperature)
+            logprobs = chunk.logprobs
+            if logprobs is None:
+                logprobs = logprobs_from_logits(self.response_logits(self.policy_lm, chunk), chunk.response_ids,
+                                                temperature)
             with self.reference_policy() as reference:
                 ref_logits = self.response_logits(reference, chunk)
             ref_logprobs = logprobs_from_logits(ref_logits, chunk.response_ids, temperature)

@@ -137,6 +137,26 @@ def test_rollout_log_probs_and_values_are_those_of_each_prefix_alone(tiny, token
     torch.testing.assert_close(ref_logprobs, logprobs)  # the reference is the initial policy
 
 
+def test_sampling_pass_log_probs_and_forward_batch_size_change_no_result(tiny, tokenizer):
+    """The rollout's log-probs come from the sampling pass unless recompute_logprobs; the rollout forwards run
+    in chunks of forward_batch_size rows: both give what a separate pass over the finished sequences gives."""
+    query_ids, query_mask = prompt_batch(tokenizer, ["What is 2 plus 2?", "Hi", "What is the capital of Veloria?"])
+    results = []
+    for options in (dict(), dict(recompute_logprobs=True, forward_batch_size=1), dict(forward_batch_size=2)):
+        model = make_module(tiny, temperature=0.7, max_new_tokens=12, **options)
+        model.configure_model()
+        with model.rollout_mode():
+            responses = model.generate_responses(query_ids, query_mask, seed=3)
+            assert (responses.logprobs is None) == bool(options.get("recompute_logprobs"))
+            results.append((responses.response_ids, responses.response_mask, *model.evaluate(responses)))
+    mask = results[0][1].bool()
+    assert mask.sum() > 10
+    for ids, response_mask, logprobs, ref_logprobs, values in results[1:]:
+        assert torch.equal(ids, results[0][0]) and torch.equal(response_mask, results[0][1])  # same samples
+        for got, expected in zip((logprobs, ref_logprobs, values), results[0][2:]):
+            torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=0)
+
+
 def test_normalisation_uses_running_moments_after_the_penalty_and_before_the_clip(tiny):
     model = make_module(tiny, normalize_rewards=True, missing_eos_penalty=-7.0, reward_clip=1.2)
     model.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)  # all_gather of one process
