@@ -55,7 +55,32 @@ def test_reward_read_at_last_real_token_under_left_and_right_padding(reward_mode
     torch.testing.assert_close(left, alone, atol=1e-5, rtol=0)
     # and it is the value at the final token, not at any other position
     values = reward_model(torch.tensor([SEQUENCES[0]]), torch.ones(1, 7, dtype=torch.long))
-    assert values[0, -1] == alone[0] and not torch.isclose(values[0, -2], alone[0])
+    assert torch.isclose(values[0, -1], alone[0], atol=1e-6, rtol=0) and not torch.isclose(values[0, -2], alone[0])
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])  # plain and grouped-query attention
+def test_last_layer_for_the_last_token_only_gives_the_full_scores_and_gradients(tokenizer_dir, kv_heads):
+    """The shortcut of RewardModel.score (last decoder layer run for the last real token only) against the full
+    backbone read at that token, in float64, under left and right padding: scores and every parameter's gradient."""
+    from almost.losses import gather_last
+    from almost.models import last_token_hidden
+
+    arch = {**TINY_ARCH, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": kv_heads}
+    torch.manual_seed(0)
+    source = ModelSource(arch=arch, tokenizer=tokenizer_dir)
+    model = RewardModel.build(source, load_tokenizer(source)).double()
+    for side in ("right", "left"):
+        input_ids, attention_mask = pad_sequences(SEQUENCES, 0, side)
+        fast = model.score(input_ids, attention_mask)
+        full = gather_last(model(input_ids, attention_mask), attention_mask)
+        torch.testing.assert_close(fast, full, atol=1e-12, rtol=0)
+        fast_grads = torch.autograd.grad(fast.square().sum(), list(model.parameters()))
+        full_grads = torch.autograd.grad(full.square().sum(), list(model.parameters()))
+        for fast_grad, full_grad in zip(fast_grads, full_grads):
+            torch.testing.assert_close(fast_grad, full_grad, atol=1e-12, rtol=0)
+        hidden = last_token_hidden(model.backbone, input_ids, attention_mask)
+        assert hidden.shape == (len(SEQUENCES), arch["hidden_size"])
+    assert not any(hook for layer in model.backbone.layers for hook in layer._forward_pre_hooks.values())
 
 
 @torch.no_grad()

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from almost.batching import position_ids_from_mask
-from almost.losses import gather_last
+from almost.distributed import is_sharded
+from almost.losses import gather_last, last_token_index
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -145,8 +146,15 @@ class RewardModel(nn.Module):
         return self.head(hidden).squeeze(-1).float().clone()  # (B, T)
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Reward of each sequence, read at its last real token: ``(B, T)`` -> ``(B,)``."""
-        return gather_last(self(input_ids, attention_mask), attention_mask)
+        """Reward of each sequence, read at its last real token: ``(B, T)`` -> ``(B,)``.
+
+        Only that token's final hidden state is needed, so for Llama backbones (unsharded) the last decoder layer
+        runs for that token alone (:func:`last_token_hidden`): the same scores, with about ``1/n_layers`` less work.
+        """
+        if self.backbone.config.model_type not in LAST_TOKEN_MODEL_TYPES or is_sharded(self.backbone):
+            return gather_last(self(input_ids, attention_mask), attention_mask)
+        hidden = last_token_hidden(self.backbone, input_ids, attention_mask)  # (B, H)
+        return self.head(hidden).squeeze(-1).float()
 
     def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Backbone in HF format plus the head; ``state_dict`` (full, unsharded) overrides the weights."""
@@ -158,3 +166,54 @@ class RewardModel(nn.Module):
         head_state = {k.removeprefix("head."): v.contiguous() for k, v in state_dict.items() if k.startswith("head.")}
         self.backbone.save_pretrained(str(directory), state_dict=backbone_state)
         save_file(head_state, str(directory / HEAD_FILE))
+
+
+LAST_TOKEN_MODEL_TYPES = ("llama",)  # decoder layers whose structure last_token_hidden repeats
+
+
+class _LastLayerInputs(Exception):
+    """Raised by a pre-hook of the last decoder layer to stop the backbone there, carrying the layer's inputs."""
+
+    def __init__(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> None:
+        super().__init__()
+        self.hidden_states, self.position_embeddings = hidden_states, position_embeddings
+
+
+def last_token_hidden(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Final hidden state ``(B, H)`` of each row's last real token (left or right padding), as the full backbone
+    gives it, but with the last decoder layer run for that token only: keys and values over all positions, query,
+    attention output and MLP for one position. A Llama decoder layer (``LAST_TOKEN_MODEL_TYPES``), unsharded."""
+
+    def stop(module, args, kwargs):
+        raise _LastLayerInputs(args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])
+
+    layer = backbone.layers[-1]
+    handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
+    try:  # 1. every layer but the last, over all positions
+        backbone(input_ids=input_ids, attention_mask=attention_mask,
+                 position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        raise RuntimeError("the backbone never reached its last decoder layer")
+    except _LastLayerInputs as inputs:
+        hidden, (cos, sin) = inputs.hidden_states, inputs.position_embeddings  # (B, T, H), (B, T, D) each
+    finally:
+        handle.remove()
+    # 2. the last layer: keys and values of every position, everything else for the last real token
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    attention, batch, length = layer.self_attn, hidden.shape[0], hidden.shape[1]
+    rows, last = torch.arange(batch, device=hidden.device), last_token_index(attention_mask)  # (B,), (B,)
+    normed = layer.input_layernorm(hidden)  # (B, T, H)
+    heads = lambda x, n: x.view(batch, n, -1, attention.head_dim).transpose(1, 2)  # noqa: E731 (B, heads, n, D)
+    keys, values = heads(attention.k_proj(normed), length), heads(attention.v_proj(normed), length)
+    query = heads(attention.q_proj(normed[rows, last][:, None]), 1)  # (B, heads, 1, D)
+    query, _ = apply_rotary_pos_emb(query, query, cos[rows, last][:, None], sin[rows, last][:, None])
+    keys, _ = apply_rotary_pos_emb(keys, keys, cos, sin)
+    groups = query.shape[1] // keys.shape[1]  # grouped-query attention: each key/value head serves `groups`
+    keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+    visible = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): every real token precedes the last one
+    dropout = attention.attention_dropout if attention.training else 0.0
+    attended = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=visible,
+                                                                dropout_p=dropout, scale=attention.scaling)
+    out = hidden[rows, last] + attention.o_proj(attended.transpose(1, 2).reshape(batch, -1))  # (B, H)
+    out = out + layer.mlp(layer.post_attention_layernorm(out))
+    return backbone.norm(out)  # (B, H)
