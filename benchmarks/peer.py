@@ -138,7 +138,7 @@ def quiet_trainer(steps: int, callbacks: list[L.Callback], **trainer_kwargs) -> 
                      enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks, **trainer_kwargs)
 
 
-def matmul_gflops(threads: int = 2, size: int = 1024, seconds: float = 1.0) -> float:
+def matmul_gflops(threads: int = 2, size: int = 1024, seconds: float = 2.0) -> float:
     """Best fp32 matmul rate (GFLOP/s) of ``size x size`` products on ``threads`` threads, over ``seconds``."""
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)

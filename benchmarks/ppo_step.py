@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--mini-batch", type=int, default=4)
     parser.add_argument("--ppo-epochs", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=48)
+    parser.add_argument("--eager", action="store_true", help="no torch.compile of the update's forward passes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -47,7 +48,7 @@ def main() -> None:
         max_new_tokens=args.response_length, temperature=1.0, top_p=1.0, ppo_epochs=args.ppo_epochs,
         minibatch_size=args.mini_batch, forward_batch_size=args.batch, policy_lr=args.lr, critic_lr=args.lr,
         clip=0.2, value_clip=0.2, gamma=1.0, lam=0.95, whiten_advantages=True, kl_coef=0.05,
-        max_grad_norm=None, seed=args.seed, log_samples_every_n_rollouts=0,
+        max_grad_norm=None, seed=args.seed, log_samples_every_n_rollouts=0, compile=not args.eager,
     )
     data = PromptIdsDataModule(args.prompts, model.tokenizer.pad_token_id, batch_size=args.batch, seed=args.seed)
     timer = StepTimer(record=("ppo/policy_loss", "ppo/value_loss", "rollout/score", "rollout/kl"))

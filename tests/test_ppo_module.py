@@ -229,6 +229,21 @@ def test_gradient_checkpointing_changes_memory_not_math(tiny):
         assert metrics[True][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
 
+@pytest.mark.slow  # compiling policy and critic takes about a minute on 2 cores
+def test_compiled_update_changes_speed_not_math(tiny):
+    metrics = {}
+    for compiled in (False, True):
+        model, recorder = make_module(tiny, compile=compiled), RolloutRecorder()
+        fit(model, prompt_data(tiny, batch_size=8), 2, callbacks=[recorder])
+        assert set(model.compiled) == ({"policy", "critic"} if compiled else set())
+        assert not any(name.startswith("compiled") for name in model.state_dict())  # no network registered twice
+        metrics[compiled] = recorder.history[-1]["metrics"]
+    for name, value in metrics[False].items():
+        assert metrics[True][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    with pytest.raises(ValueError, match="single process without LoRA"):
+        make_module(tiny, compile=True, lora=LORA).configure_model()
+
+
 def test_sample_responses_go_to_tensorboard_as_text(tiny, tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
