@@ -58,17 +58,21 @@ def test_reward_read_at_last_real_token_under_left_and_right_padding(reward_mode
     assert torch.isclose(values[0, -1], alone[0], atol=1e-6, rtol=0) and not torch.isclose(values[0, -2], alone[0])
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2])  # plain and grouped-query attention
-def test_last_layer_for_the_last_token_only_gives_the_full_scores_and_gradients(tokenizer_dir, kv_heads):
+@pytest.mark.parametrize("kv_heads, checkpointing", [(4, False), (2, False), (2, True)])  # MHA, GQA; recompute
+def test_last_layer_for_the_last_token_only_gives_the_full_scores_and_gradients(tokenizer_dir, kv_heads,
+                                                                                checkpointing):
     """The shortcut of RewardModel.score (last decoder layer run for the last real token only) against the full
-    backbone read at that token, in float64, under left and right padding: scores and every parameter's gradient."""
+    backbone read at that token, in float64, under left and right padding: scores and every parameter's gradient
+    (also with gradient checkpointing, whose layer wrapper the shortcut's hook must pass through)."""
     from almost.losses import gather_last
     from almost.models import last_token_hidden
 
     arch = {**TINY_ARCH, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": kv_heads}
     torch.manual_seed(0)
     source = ModelSource(arch=arch, tokenizer=tokenizer_dir)
-    model = RewardModel.build(source, load_tokenizer(source)).double()
+    model = RewardModel.build(source, load_tokenizer(source)).double().train()
+    if checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     for side in ("right", "left"):
         input_ids, attention_mask = pad_sequences(SEQUENCES, 0, side)
         fast = model.score(input_ids, attention_mask)
