@@ -357,6 +357,7 @@ class PPOModule(L.LightningModule):
         config = GenerationConfig(
             max_new_tokens=hp.max_new_tokens, do_sample=True, temperature=hp.temperature, top_p=hp.top_p, top_k=0,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, use_cache=True,
+            return_dict_in_generate=True, output_logits=not hp.recompute_logprobs,
         )
         # sharded weights are gathered layer by layer in every forward: all processes must keep stepping
         # until the last one is done (transformers does not recognise our FSDP2 modules by itself)
@@ -365,8 +366,7 @@ class PPOModule(L.LightningModule):
         with torch.random.fork_rng(devices=cuda, device_type=self.device.type):  # leave the global RNG alone
             torch.manual_seed(seed)
             output = self.policy_lm.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config,
-                                             synced_gpus=synced, output_logits=not hp.recompute_logprobs,
-                                             return_dict_in_generate=True)
+                                             synced_gpus=synced)
         response_ids = output.sequences[:, query_ids.shape[1]:]  # (B, T)
         logprobs = None
         if not hp.recompute_logprobs:  # the raw logits of every sampling step, before temperature and top-p
