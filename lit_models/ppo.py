@@ -460,11 +460,12 @@ class PPOModule(L.LightningModule):
         shuffle = torch.Generator().manual_seed(seed)
         records: list[dict[str, torch.Tensor]] = []
         for _ in range(hp.ppo_epochs):
-            minibatches = torch.randperm(rollout.batch_size, generator=shuffle).split(hp.minibatch_size)
+            order = torch.randperm(rollout.batch_size, generator=shuffle).to(self.device)  # one copy per epoch
+            minibatches = order.split(hp.minibatch_size)
             for start in range(0, len(minibatches), hp.gradient_accumulation_steps):
                 group = minibatches[start:start + hp.gradient_accumulation_steps]
                 for indices in group:
-                    mb = rollout.minibatch(indices.to(self.device))
+                    mb = rollout.minibatch(indices)
                     logits = self.response_logits(self.compiled.get("policy", self.policy_lm), mb)  # (b, T, V)
                     mb_logprobs = logprobs_from_logits(logits, mb.response_ids, hp.temperature)
                     mb_values = self.response_values(mb, self.compiled.get("critic"))
