@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 
+import lightning as L
 import torch
 
-from peer import add_step_arguments
+from lit_models import PPOModule
+from peer import PromptIdsDataModule, StepTimer, add_step_arguments, quiet_trainer, reward_model_dir
 
 
 def main() -> None:
@@ -35,11 +37,6 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="no torch.compile of the update's forward passes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    import lightning as L
-
-    from lit_models import PPOModule
-    from peer import PromptIdsDataModule, StepTimer, quiet_trainer, reward_model_dir
 
     L.seed_everything(args.seed, verbose=False)
     reward = reward_model_dir(args.size, args.models_root)

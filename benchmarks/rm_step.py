@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import lightning as L
 import torch
 
-from peer import add_step_arguments
+from lit_models import RewardModelModule
+from peer import PairIdsDataModule, StepTimer, add_step_arguments, quiet_trainer, reward_model_dir
 
 
 def main() -> None:
@@ -27,11 +29,6 @@ def main() -> None:
     add_step_arguments(parser, steps=10, warmup=2, lr=1e-4, batch_help="pairs per optimizer step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    import lightning as L
-
-    from lit_models import RewardModelModule
-    from peer import PairIdsDataModule, StepTimer, quiet_trainer, reward_model_dir
 
     L.seed_everything(args.seed, verbose=False)
     model = RewardModelModule(source={"path": reward_model_dir(args.size, args.models_root)}, lr=args.lr,
