@@ -196,6 +196,15 @@ def test_query_with_one_valid_response():
     assert (stats.formed, stats.removed_heuristic, stats.kept) == (1, 1, 0)
 
 
+def test_a_pair_of_identical_responses_is_removed():
+    # C and D say the same (up to surrounding whitespace): their pair states no preference; the others stay.
+    same = text(25)
+    comparisons, stats = build_comparisons(QUERY, {"B": text(30), "C": same, "D": f" {same}\n"},
+                                           Rubric.parse("B > C > D"), HeuristicFilter())
+    assert [(c.meta["chosen_config"], c.meta["rejected_config"]) for c in comparisons] == [("B", "C"), ("B", "D")]
+    assert (stats.formed, stats.removed_identical, stats.removed_heuristic, stats.kept) == (3, 1, 1, 2)
+
+
 def test_empty_query_raises():
     with pytest.raises(ValueError, match="query"):
         build_comparisons(" ", {"A": text(20)}, Rubric.parse("A > B"), HeuristicFilter())
@@ -217,7 +226,7 @@ def test_stats_add_and_to_dict():
     assert a.dropped_responses == {"unfinished": 1}  # operands are not modified
     assert total.to_dict() == {
         "queries": 3, "responses": 10, "formed": 14, "removed_heuristic": 9, "removed_bad_response": 8,
-        "removed_length_rule": 1, "removed_rm": 1, "kept": 4, "kept_chosen_chars": 120, "kept_rejected_chars": 40,
+        "removed_identical": 0, "removed_length_rule": 1, "removed_rm": 1, "kept": 4, "kept_chosen_chars": 120, "kept_rejected_chars": 40,
         "dropped/too_short": 0, "dropped/unfinished": 3, "dropped/starts_with_well": 0, "dropped/unknown": 1,
         "dropped/role_marker": 0, "mean_chosen_chars": 30.0, "mean_rejected_chars": 10.0,
     }

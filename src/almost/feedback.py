@@ -188,7 +188,7 @@ class Stats:
     """Counts of one or more queries; add two with ``+`` (or ``sum(stats, Stats())``).
 
     Pairs: ``formed = removed_heuristic + removed_rm + kept`` and
-    ``removed_heuristic = removed_bad_response + removed_length_rule``.
+    ``removed_heuristic = removed_bad_response + removed_identical + removed_length_rule``.
     ``dropped_responses`` counts *responses* (not pairs) by the rule they failed first.
     """
 
@@ -196,8 +196,9 @@ class Stats:
     responses: int = 0
     dropped_responses: dict[str, int] = field(default_factory=dict)  # rule name -> responses that failed it
     formed: int = 0
-    removed_heuristic: int = 0  # pairs with a dropped response, plus pairs failing the length rule
+    removed_heuristic: int = 0  # pairs with a dropped response, of identical responses, or failing the length rule
     removed_bad_response: int = 0
+    removed_identical: int = 0
     removed_length_rule: int = 0
     removed_rm: int = 0
     kept: int = 0
@@ -241,7 +242,8 @@ def build_comparisons(query: str, responses: Mapping[str, str], rubric: Rubric, 
     """Validated comparisons of one query's responses (``config -> response``) and their statistics.
 
     1. check every response with ``heuristic``; 2. form pairs with ``rubric`` (:func:`form_pairs`);
-    3. remove pairs with a dropped response; 4. remove pairs failing the length rule, with the threshold
+    3. remove pairs with a dropped response, and pairs whose two responses are the same text (ignoring
+    surrounding whitespace: they state no preference); 4. remove pairs failing the length rule, with the threshold
     from the query's valid responses; 5. if ``rm_agrees`` is given, keep a pair only if
     ``rm_agrees(query, chosen, rejected)`` (called only for pairs that survived 3 and 4).
     Comparisons hold the query and responses verbatim (not stripped); each one's meta is
@@ -267,6 +269,8 @@ def build_comparisons(query: str, responses: Mapping[str, str], rubric: Rubric, 
         # 3. a pair with a dropped response
         if failures[chosen_config] is not None or failures[rejected_config] is not None:
             stats.removed_bad_response += 1
+        elif chosen.strip() == rejected.strip():
+            stats.removed_identical += 1
         # 4. the length rule
         elif not passes_length_rule(n_chars(chosen), n_chars(rejected), threshold):
             stats.removed_length_rule += 1
@@ -278,6 +282,6 @@ def build_comparisons(query: str, responses: Mapping[str, str], rubric: Rubric, 
                                           {"chosen_config": chosen_config, "rejected_config": rejected_config}))
             stats.kept_chosen_chars += n_chars(chosen)
             stats.kept_rejected_chars += n_chars(rejected)
-    stats.removed_heuristic = stats.removed_bad_response + stats.removed_length_rule
+    stats.removed_heuristic = stats.removed_bad_response + stats.removed_identical + stats.removed_length_rule
     stats.kept = len(comparisons)
     return comparisons, stats
