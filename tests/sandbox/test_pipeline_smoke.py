@@ -31,7 +31,7 @@ TINY = {
 }
 REPORT_KEYS = {
     "baselines": {"A", "B", "C", "D", "E", "spearman"},
-    "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept"},
+    "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept", "oracle"},
     "rm": {"oracle_pair_accuracy", "length_baseline_accuracy", "val_accuracy"},
     "rmsp": {"oracle"}, "selfplay": {"oracle"}, "sft_rmsp": {"oracle"}, "sft_selfplay": {"oracle"},
     "ppo": {"oracle", "kl", "reward_start", "reward_end"},

@@ -6,7 +6,9 @@ Every number is measured on the world's held-out queries (``world/heldout_querie
 mining excludes and no stage trains on, and judged by the oracle, which no stage trains on either:
 
 - ``baselines``: the prompted baselines A..E and the Spearman correlation with the rule of thumb;
-- ``comparisons``: pairs formed, removed by the heuristic filter and by the RM filter, kept;
+- ``comparisons``: pairs formed, removed by the heuristic filter and by the RM filter, kept; and how the oracle
+  judges the kept pairs (``comparisons.oracle``: fractions it agrees with, ties, contradicts): a diagnostic of
+  the synthetic labels, never fed back to any stage;
 - ``rm``: agreement with the oracle on pairs of held-out responses (the baselines' answers) whose oracle scores
   differ by at least ``MIN_ORACLE_GAP``, the "longer response wins" baseline on the same pairs, and the accuracy
   on the held-out synthetic comparisons (``val/accuracy`` at the end of training);
@@ -32,7 +34,7 @@ from typing import Sequence
 from almost.chat import ChatTemplate, encode_prompt
 from almost.evaluation import longer_wins_accuracy, preference_accuracy, win_tie_loss
 from almost.generation import SamplingConfig, generate
-from almost.records import Demonstration, Prompt, Responses, Turn, load_jsonl
+from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, load_jsonl
 from almost.sandbox.baselines import VANILLA_SAMPLING
 from almost.sandbox.build import load_world
 from almost.sandbox.oracle import score
@@ -85,6 +87,19 @@ def demonstrations_oracle(world: World, path: Path) -> dict:
             "first_turn_kept_oracle": _mean(first_kept), "first_turn_sample_mean_oracle": _mean(first_samples)}
 
 
+def comparisons_oracle(world: World, comparisons: Sequence[Comparison]) -> dict:
+    """How the oracle judges synthetic comparisons whose query the world can parse: the fractions where it
+    scores chosen above rejected (agree), equal (tie), below (disagree), and how many it judged."""
+    verdicts = []
+    for comparison in comparisons:
+        query = world.parse(comparison.prompt)
+        if query is not None:
+            gap = score(query, comparison.chosen, world).total - score(query, comparison.rejected, world).total
+            verdicts.append("agree" if gap > 1e-9 else "disagree" if gap < -1e-9 else "tie")
+    n = len(verdicts)
+    return {**{v: verdicts.count(v) / n if n else None for v in ("agree", "tie", "disagree")}, "judged": n}
+
+
 def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict:
     """RM vs oracle on every pair of responses to one query whose oracle scores differ by >= MIN_ORACLE_GAP."""
     from almost.scoring import load_scorer, reward_scores
@@ -130,7 +145,8 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
         "n_heldout_queries": len(queries), "n_distinct_heldout_queries": len(set(queries)),
         "baselines": {**{k: {"config": v["config"], "oracle": v["oracle"]} for k, v in baselines["baselines"].items()},
                       "spearman": baselines["spearman"]},
-        "comparisons": {k: comparisons[k] for k in ("formed", "removed_heuristic", "removed_rm", "kept")},
+        "comparisons": {**{k: comparisons[k] for k in ("formed", "removed_heuristic", "removed_rm", "kept")},
+                        "oracle": comparisons_oracle(world, load_jsonl(runs / "data" / "comparisons.jsonl", Comparison))},
     }
     # reward model
     heldout_responses = load_jsonl(runs / "baselines" / "responses.jsonl", Responses)
@@ -190,6 +206,9 @@ def markdown(r: dict) -> str:
              "", f"Spearman with the rule of thumb: {b['spearman']:.2f}", "",
              "## Synthetic comparisons", "", "| formed | removed (heuristic) | removed (RM) | kept |", "|---|---|---|---|",
              "| {formed} | {removed_heuristic} | {removed_rm} | {kept} |".format(**r["comparisons"]), "",
+             "The oracle on the kept pairs it can judge ({judged}): agrees {a}, ties {t}, disagrees {d}.".format(
+                 judged=r["comparisons"]["oracle"]["judged"],
+                 **{k[0]: _fmt(r["comparisons"]["oracle"][k]) for k in ("agree", "tie", "disagree")}), "",
              "## Reward model", "", "| measure | value |", "|---|---|",
              f"| agreement with the oracle ({r['rm']['oracle_pairs']} held-out pairs, gap >= {MIN_ORACLE_GAP}) "
              f"| {_fmt(r['rm']['oracle_pair_accuracy'])} |",
