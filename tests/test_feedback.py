@@ -203,6 +203,9 @@ def test_a_pair_of_identical_responses_is_removed():
                                            Rubric.parse("B > C > D"), HeuristicFilter())
     assert [(c.meta["chosen_config"], c.meta["rejected_config"]) for c in comparisons] == [("B", "C"), ("B", "D")]
     assert (stats.formed, stats.removed_identical, stats.removed_heuristic, stats.kept) == (3, 1, 1, 2)
+    # alone, the two equal lengths meet the length rule (threshold 25 - 0 / 2): only the new rule removes the pair
+    comparisons, stats = build_comparisons(QUERY, {"C": same, "D": same}, Rubric.parse("C > D"), HeuristicFilter())
+    assert comparisons == [] and (stats.removed_identical, stats.removed_length_rule) == (1, 0)
 
 
 def test_empty_query_raises():
