@@ -229,7 +229,8 @@ def test_stats_add_and_to_dict():
     assert a.dropped_responses == {"unfinished": 1}  # operands are not modified
     assert total.to_dict() == {
         "queries": 3, "responses": 10, "formed": 14, "removed_heuristic": 9, "removed_bad_response": 8,
-        "removed_identical": 0, "removed_length_rule": 1, "removed_rm": 1, "kept": 4, "kept_chosen_chars": 120, "kept_rejected_chars": 40,
+        "removed_identical": 0, "removed_length_rule": 1, "removed_rm": 1, "kept": 4, "kept_chosen_chars": 120,
+        "kept_rejected_chars": 40,
         "dropped/too_short": 0, "dropped/unfinished": 3, "dropped/starts_with_well": 0, "dropped/unknown": 1,
         "dropped/role_marker": 0, "mean_chosen_chars": 30.0, "mean_rejected_chars": 10.0,
     }

@@ -145,9 +145,10 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
         "n_heldout_queries": len(queries), "n_distinct_heldout_queries": len(set(queries)),
         "baselines": {**{k: {"config": v["config"], "oracle": v["oracle"]} for k, v in baselines["baselines"].items()},
                       "spearman": baselines["spearman"]},
-        "comparisons": {**{k: comparisons[k] for k in ("formed", "removed_heuristic", "removed_rm", "kept")},
-                        "oracle": comparisons_oracle(world, load_jsonl(runs / "data" / "comparisons.jsonl", Comparison))},
+        "comparisons": {k: comparisons[k] for k in ("formed", "removed_heuristic", "removed_rm", "kept")},
     }
+    kept_pairs = load_jsonl(runs / "data" / "comparisons.jsonl", Comparison)
+    report["comparisons"]["oracle"] = comparisons_oracle(world, kept_pairs)
     # reward model
     heldout_responses = load_jsonl(runs / "baselines" / "responses.jsonl", Responses)
     rm_val = last_scalars(runs / "rm", ["val/accuracy"])["val/accuracy"]
@@ -197,7 +198,7 @@ def findings(r: dict) -> dict[str, bool]:
 
 
 def markdown(r: dict) -> str:
-    b = r["baselines"]
+    b, judged = r["baselines"], r["comparisons"]["oracle"]
     lines = ["# ALMoST on the sandbox world", "",
              f"Held-out queries: {r['n_heldout_queries']} ({r['n_distinct_heldout_queries']} distinct). "
              "Oracle scores are in [0, 1].", "",
@@ -206,9 +207,8 @@ def markdown(r: dict) -> str:
              "", f"Spearman with the rule of thumb: {b['spearman']:.2f}", "",
              "## Synthetic comparisons", "", "| formed | removed (heuristic) | removed (RM) | kept |", "|---|---|---|---|",
              "| {formed} | {removed_heuristic} | {removed_rm} | {kept} |".format(**r["comparisons"]), "",
-             "The oracle on the kept pairs it can judge ({judged}): agrees {a}, ties {t}, disagrees {d}.".format(
-                 judged=r["comparisons"]["oracle"]["judged"],
-                 **{k[0]: _fmt(r["comparisons"]["oracle"][k]) for k in ("agree", "tie", "disagree")}), "",
+             f"The oracle on the kept pairs it can judge ({judged['judged']}): agrees {_fmt(judged['agree'])}, "
+             f"ties {_fmt(judged['tie'])}, disagrees {_fmt(judged['disagree'])}.", "",
              "## Reward model", "", "| measure | value |", "|---|---|",
              f"| agreement with the oracle ({r['rm']['oracle_pairs']} held-out pairs, gap >= {MIN_ORACLE_GAP}) "
              f"| {_fmt(r['rm']['oracle_pair_accuracy'])} |",
