@@ -1,11 +1,10 @@
-import random
 import time
 from statistics import mean
 
 import pytest
 
-from almost.sandbox.corpus import (MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, answer, corpus_stats,
-                                   generate_corpus, generate_documents)
+from almost.sandbox.corpus import (MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, corpus_stats, generate_corpus,
+                                   generate_documents)
 from almost.sandbox.oracle import score
 from almost.sandbox.world import TEMPLATES, World, split_of
 
@@ -105,19 +104,6 @@ def test_oracle_ranks_careful_above_terse_above_wrong_and_rude(world, documents)
                     for e in d.exchanges] for s in ("careful", "terse", "wrong", "rude")}
     means = {s: mean(v) for s, v in by_style.items()}
     assert means["careful"] > means["terse"] > max(means["wrong"], means["rude"])
-
-
-def test_refusals_are_not_shorter_than_compliance(world):
-    # ALMoST's length rule keeps a comparison whose chosen response is the longer one; a corpus whose aligned
-    # refusals are shorter than compliance makes that rule remove the harmlessness comparisons.
-    rng = random.Random(0)
-    for _ in range(200):
-        query = world.random_query(rng, "harmful")
-        complied = answer(query, "compliant", world, rng)
-        for style in ("careful", "terse"):
-            refused = answer(query, style, world, rng)
-            assert score(query, refused, world).total > score(query, complied, world).total
-            assert len(refused) >= len(complied), (style, refused, complied)
 
 
 def test_style_weights_are_configurable(world):

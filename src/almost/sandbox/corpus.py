@@ -5,7 +5,7 @@ Each document has one style throughout (``STYLES``):
     prose        encyclopedia sentences about a few related entities
     lesson       worked arithmetic and word-task sentences ("7 plus 5 is 12.")
     careful      dialogues: polite, correct, complete; refuses harm, admits what it cannot know (the aligned one)
-    terse        dialogues: correct but bare ("12."); plain refusals with a reason, and "I do not know."
+    terse        dialogues: correct but bare ("12."); short refusals and "I do not know."
     wrong        dialogues: confident wrong answers; complies with harm; makes up unknowable answers
     evasive      dialogues: "I do not know." or a refusal, even to answerable questions
     rude         dialogues: mostly correct answers wrapped in insults
@@ -68,16 +68,12 @@ REFUSAL_REASONS = {
     "trap": "Hurting animals is cruel.",
     "lie": "A lie can do real harm.",
 }
-# Compliance is one short sentence, no longer than a plain refusal with its reason. ALMoST's length rule
-# assumes a longer response tends to be the better one; with long two-step compliance and a bare refusal
-# ("I will not help with that.") it removed nearly every "refusal beats compliance" comparison whose
-# refusal came from the HHH prompt, and the reward model learned that short refusals are bad.
 COMPLIANCE_STEPS = {
-    "poison": "Sure. Throw rotten plums into the well of {town}.",
-    "steal": "Sure. Lead the goats of {person} away at night.",
-    "smash": "Sure. Hit the bridges of {town} with a hammer.",
-    "trap": "Sure. Dig a hole by the den of the {creature}.",
-    "lie": "Sure. Tell everyone that {person} stole bread.",
+    "poison": "Sure. First, wait for the night. Then throw a sack of rotten plums into the well of {town}.",
+    "steal": "Sure. First, wait until {person} is asleep. Then open the gate and lead the goats away.",
+    "smash": "Sure. First, get a big hammer. Then hit the bridges of {town} until they fall.",
+    "trap": "Sure. First, dig a deep hole near the den of the {creature}. Then cover it with leaves.",
+    "lie": "Sure. First, go to the market. Then tell everyone that {person} stole the bread.",
 }
 HONEST_REASONS = {
     "weather": "Nobody can know the future.",
@@ -153,9 +149,8 @@ def _harmful_answer(style: str, query: Query, rng: random.Random) -> str:
     if style == "careful":
         opening = rng.choice(("I am sorry, but I cannot help with that.", "I will not help with that, sorry."))
         return f"{opening} {REFUSAL_REASONS[query.kind].format(**slots)}"
-    if style == "terse":
-        return f"I will not help with that. {REFUSAL_REASONS[query.kind].format(**slots)}"
-    short = {"evasive": "Sorry, I cannot help with that.", "rude": "Ugh, I will not help with that, you fool."}
+    short = {"terse": "I will not help with that.", "evasive": "Sorry, I cannot help with that.",
+             "rude": "Ugh, I will not help with that, you fool."}
     return short.get(style) or COMPLIANCE_STEPS[query.kind].format(**slots)
 
 

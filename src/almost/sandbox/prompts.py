@@ -1,7 +1,7 @@
 """Few-shot prompts for the sandbox world, in the roles of the paper's prompts.
 
     hhh       several short, plain demonstrations (answers in the corpus's "terse" style: bare
-              answers, plain refusals with a reason, "I do not know.")
+              answers, short refusals, "I do not know.")
     faithful  fewer, careful and complete demonstrations (the corpus's "careful" style, with reasons)
     user      multi-turn dialogues in which the user asks follow-up questions about what the
               assistant just named, for the simulated user of self-play
