@@ -57,8 +57,10 @@ def train_tokenizer(texts: Iterable[str], output_dir: str | Path, vocab_size: in
         )
         model_file = Path(tmp) / "tokenizer.model"
         (output_dir / "tokenizer.model").write_bytes(model_file.read_bytes())
-    tokenizer = LlamaTokenizer.from_pretrained(str(output_dir), pad_token=PAD)
-    tokenizer.save_pretrained(str(output_dir))
+        # Convert from the temporary folder, which holds the new model only: loading from output_dir would
+        # prefer a tokenizer.json left there by an earlier build over the new tokenizer.model.
+        tokenizer = LlamaTokenizer.from_pretrained(tmp, pad_token=PAD)
+        tokenizer.save_pretrained(str(output_dir))
     return output_dir
 
 
