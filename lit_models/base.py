@@ -94,9 +94,13 @@ class TrainingStage(L.LightningModule):
     def configure_optimizers(self):
         decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim < 2]  # norms, biases
+        # Fused AdamW: one kernel per step instead of several per parameter group. Lightning's mixed-precision
+        # plugin refuses to clip the gradients of a fused optimizer (it assumes fp16 loss scaling), so under
+        # bf16-mixed the multi-tensor (foreach) kernels instead.
+        mixed = str(self.trainer.precision).endswith("-mixed")
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr, fused=True,  # one kernel per step instead of several per parameter group
+            lr=self.hparams.lr, fused=not mixed, foreach=mixed,
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         warmup_steps = int(self.hparams.warmup_ratio * total_steps)
