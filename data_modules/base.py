@@ -51,6 +51,8 @@ class RecordDataModule(L.LightningDataModule):
         batch_size: examples per batch and process.
         max_length: longest tokenized example.
         shuffle: shuffle the training set every epoch.
+        drop_last: drop the training set's last batch when it is short (for PPO, where a batch is a rollout:
+            a rollout of a few prompts gives noisy whitened advantages and rollout statistics).
         num_workers: DataLoader worker processes.
         template: chat template that renders turns as text.
     """
@@ -67,6 +69,7 @@ class RecordDataModule(L.LightningDataModule):
         batch_size: int = 8,
         max_length: int = 512,
         shuffle: bool = True,
+        drop_last: bool = False,
         num_workers: int = 0,
         template: ChatTemplate = ChatTemplate(),
     ) -> None:
@@ -100,14 +103,14 @@ class RecordDataModule(L.LightningDataModule):
             train, val = split_by_seed(records, self.hparams.val_fraction, self.hparams.seed)
         self.train_set, self.val_set = EncodedRecords(train, self.encode), EncodedRecords(val, self.encode)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=self.collate,
+            dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=self.collate,
             num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=self.hparams.shuffle)
+        return self._loader(self.train_set, shuffle=self.hparams.shuffle, drop_last=self.hparams.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -52,6 +52,18 @@ def test_prompt_batches_are_left_padded(tokenizer_dir, tokenizer):
     assert (batch["input_ids"][batch["attention_mask"] == 0] == tokenizer.pad_token_id).all()
 
 
+def test_drop_last_drops_only_the_short_training_batch(tokenizer_dir):
+    # 400 prompts, 10% held out: 360 train = 5 batches of 64 and one of 40; 40 val = one batch of 40
+    sizes = {}
+    for drop_last in (False, True):
+        dm = PromptDataModule(str(FIXTURES / "prompts.jsonl"), tokenizer_dir, batch_size=64, drop_last=drop_last)
+        dm.setup("fit")
+        sizes[drop_last] = ([len(b["input_ids"]) for b in dm.train_dataloader()],
+                            [len(b["input_ids"]) for b in dm.val_dataloader()])
+    assert sizes[False] == ([64] * 5 + [40], [40])
+    assert sizes[True] == ([64] * 5, [40])
+
+
 def test_separate_validation_file(tokenizer_dir):
     path = str(FIXTURES / "comparisons.jsonl")
     dm = ComparisonDataModule(path, tokenizer_dir, val_path=path)
