@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 
 from compare_trl import seconds_per_step  # noqa: E402
 from peer import PairIdsDataModule, PromptIdsDataModule, ppo_floor_flops, rm_floor_flops  # noqa: E402
+from pretrain_precision import stage_settings, step_seconds  # noqa: E402
 
 
 def test_ppo_floor_by_hand():
@@ -19,6 +20,19 @@ def test_ppo_floor_by_hand():
     # forward-only: 2 * 10 * (2 * 100 + 2 * 10) = 4400; trained: 6 * 10 * 3 * (100 + 10) = 19800
     assert ppo_floor_flops(100, 10, batch=2, prompt_len=3, response_len=2, ppo_epochs=3) == 24200
     assert rm_floor_flops(10, tokens=7) == 420
+
+
+def test_pretrain_precision_benchmark_times_the_configured_models():
+    arch, batch_size, length, precision = stage_settings("s")
+    assert arch["model_type"] == "llama" and batch_size >= 1 and length >= 16
+    assert precision in ("32-true", "bf16-mixed")
+    # vocabulary 50, hidden 16, MLP 32, one layer, untied: embeddings and LM head 2 * 50 * 16 = 1600,
+    # attention 4 * 16 * 16 = 1024, MLP 3 * 16 * 32 = 1536, norms 3 * 16 = 48: 4208 parameters
+    tiny = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 64}
+    for bf16 in (False, True):
+        seconds, params = step_seconds(tiny, batch_size=2, length=8, bf16=bf16, steps=1, vocab_size=50)
+        assert params == 4208 and seconds > 0
 
 
 def test_peer_data_batches_as_our_datamodules_make_them(tmp_path):
