@@ -33,7 +33,7 @@ REPORT_KEYS = {
     "baselines": {"A", "B", "C", "D", "E", "spearman"},
     "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept", "oracle"},
     "rm": {"oracle_pair_accuracy", "length_baseline_accuracy", "val_accuracy"},
-    "rmsp": {"oracle"}, "selfplay": {"oracle"}, "sft_rmsp": {"oracle"}, "sft_selfplay": {"oracle"},
+    "rmsp": {"oracle"}, "selfplay": {"oracle"}, "sft_rmsp": {"oracle", "best_of_n"}, "sft_selfplay": {"oracle"},
     "ppo": {"oracle", "kl", "reward_start", "reward_end"},
     "winrate": {"ppo_vs_sft"}, "hhh": {"policy", "rm"},
 }

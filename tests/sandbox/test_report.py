@@ -5,7 +5,7 @@ import pytest
 from almost.records import Comparison
 from almost.sandbox.corpus import helpful_sentence, wrong_value
 from almost.sandbox.oracle import score
-from almost.sandbox.report import comparisons_oracle
+from almost.sandbox.report import best_of_n_oracle, comparisons_oracle
 from almost.sandbox.world import World
 
 
@@ -25,3 +25,17 @@ def test_comparisons_oracle_counts_agreements_ties_and_contradictions(world):
              Comparison("Sing me a song about the sea.", right, wrong)]  # not a world question: not judged
     assert comparisons_oracle(world, pairs) == {"agree": 0.5, "tie": 0.25, "disagree": 0.25, "judged": 4}
     assert comparisons_oracle(world, pairs[-1:]) == {"agree": None, "tie": None, "disagree": None, "judged": 0}
+
+
+def test_best_of_n_takes_the_oracle_score_of_the_rm_choice():
+    # query 1: the RM picks the second sample (0.9); query 2: it picks the worse one (0.0);
+    # query 3: tied rewards, the first sample (0.4) counts
+    oracle = [[0.2, 0.9, 0.5], [1.0, 0.0], [0.4, 0.8]]
+    rewards = [[1.0, 3.0, 2.0], [0.0, 5.0], [7.0, 7.0]]
+    result = best_of_n_oracle(oracle, rewards)
+    assert result["rm_choice"] == pytest.approx((0.9 + 0.0 + 0.4) / 3)
+    assert result["sample_mean"] == pytest.approx((1.6 / 3 + 0.5 + 0.6) / 3)
+    assert result["oracle_best"] == pytest.approx((0.9 + 1.0 + 0.8) / 3)
+    assert result["queries"] == 3
+    with pytest.raises(ValueError, match="as many rewards"):
+        best_of_n_oracle([[0.1, 0.2]], [[1.0]])

@@ -15,7 +15,9 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
 - ``rmsp``, ``selfplay``: mean oracle score of the demonstrations' assistant turns whose question the world
   can judge (mined questions can be garbled);
 - ``sft_rmsp``, ``sft_selfplay``, ``ppo``: mean oracle score of zero-shot answers (chat template, no few-shot
-  prompt; sampled like the baselines); from PPO's training log, ``ppo.reward_start`` and ``ppo.reward_end``
+  prompt; sampled like the baselines); ``sft_rmsp.best_of_n``: for ``BEST_OF_N`` zero-shot samples of the SFT
+  policy per query, the oracle score of the RM's choice, their mean and the oracle's best (whether the RM can
+  tell the policy's better answers from its worse ones, which PPO against it relies on); from PPO's training log, ``ppo.reward_start`` and ``ppo.reward_end``
   (mean RM score of the first and of the last 3 rollouts) and ``ppo.kl`` (KL to SFT, last 3 rollouts);
 - ``winrate.ppo_vs_sft``: oracle-judged wins, ties and losses of PPO against SFT on the same queries;
 - ``hhh``: HHH A/B accuracy of the final policy (asked A or B) and of the RM (``configs/eval/hhh_*.yaml``);
@@ -41,6 +43,7 @@ from almost.sandbox.oracle import score
 from almost.sandbox.world import World
 
 MIN_ORACLE_GAP = 0.2
+BEST_OF_N = 4  # zero-shot samples of the SFT policy per held-out query for sft_rmsp.best_of_n
 POLICY_SAMPLING = VANILLA_SAMPLING  # policies answer with the baselines' sampling settings
 
 
@@ -123,6 +126,27 @@ def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Re
             "length_baseline_accuracy": longer_wins_accuracy(better, worse), "oracle_pairs": len(better)}
 
 
+def best_of_n_oracle(oracle: Sequence[Sequence[float]], rewards: Sequence[Sequence[float]]) -> dict:
+    """Per query, the oracle scores and RM rewards of its samples (same order) -> mean oracle score of the RM's
+    choice (the first of tied rewards), of all samples, and of the oracle's best sample."""
+    if len(oracle) != len(rewards) or any(len(o) != len(r) or not o for o, r in zip(oracle, rewards)):
+        raise ValueError("every query needs as many rewards as oracle scores, and at least one sample")
+    chosen = [o[max(range(len(r)), key=r.__getitem__)] for o, r in zip(oracle, rewards)]
+    return {"rm_choice": _mean(chosen), "sample_mean": _mean([statistics.fmean(o) for o in oracle]),
+            "oracle_best": _mean([max(o) for o in oracle]), "queries": len(oracle)}
+
+
+def policy_best_of_n(world: World, rm_dir: str | Path, queries: Sequence[str], samples: Sequence[Sequence[str]]) -> dict:
+    """``samples[k][i]``: the k-th answer to ``queries[i]``; the RM scores each, the oracle judges each."""
+    from almost.scoring import load_scorer, reward_scores
+
+    rm, tokenizer = load_scorer(str(rm_dir))
+    histories = [[Turn("user", q)] for q in queries]
+    rewards = [reward_scores(rm, tokenizer, histories, answers) for answers in samples]
+    oracle = [oracle_scores(world, queries, answers) for answers in samples]
+    return best_of_n_oracle(list(zip(*oracle)), list(zip(*rewards)))
+
+
 def last_scalars(log_root: Path, tags: Sequence[str]) -> dict[str, list[float]]:
     """Every logged value of ``tags`` in the newest TensorBoard run under ``log_root`` (``version_N``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -157,13 +181,15 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     report["rmsp"] = demonstrations_oracle(world, runs / "data" / "rmsp.jsonl")
     report["selfplay"] = demonstrations_oracle(world, runs / "data" / "selfplay.jsonl")
     # policies, zero-shot
-    per_query = {}
+    per_query, answers = {}, {}
     for name in ("sft_rmsp", "sft_selfplay", "ppo"):
-        answers = policy_answers(runs / name / "hf", queries, sampling)
-        per_query[name] = oracle_scores(world, queries, answers)
+        answers[name] = policy_answers(runs / name / "hf", queries, sampling)
+        per_query[name] = oracle_scores(world, queries, answers[name])
         report[name] = {"oracle": statistics.fmean(per_query[name]),
-                        "mean_answer_chars": statistics.fmean(len(a) for a in answers),
-                        "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers))[:5]]}
+                        "mean_answer_chars": statistics.fmean(len(a) for a in answers[name]),
+                        "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers[name]))[:5]]}
+    more = [policy_answers(runs / "sft_rmsp" / "hf", queries, sampling, seed=seed) for seed in range(1, BEST_OF_N)]
+    report["sft_rmsp"]["best_of_n"] = policy_best_of_n(world, runs / "rm" / "hf", queries, [answers["sft_rmsp"], *more])
     ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/score", "val/kl"])
     first, last = ppo_log["rollout/score"][:3], ppo_log["rollout/score"][-3:]  # each rollout has other prompts
     report["ppo"].update(kl=statistics.fmean(ppo_log["rollout/kl"][-3:]), reward_start=statistics.fmean(first),
@@ -223,6 +249,9 @@ def markdown(r: dict) -> str:
              f"| SFT on self-play (zero-shot) | {r['sft_selfplay']['oracle']:.3f} |",
              f"| PPO from SFT-RMSP (zero-shot) | {r['ppo']['oracle']:.3f} |",
              f"| best prompted baseline A | {b['A']['oracle']:.3f} |", "",
+             f"SFT on RMSP, {BEST_OF_N} samples per held-out query (oracle): the RM's choice "
+             "{rm_choice:.3f}, their mean {sample_mean:.3f}, the oracle's best {oracle_best:.3f}.".format(
+                 **r["sft_rmsp"]["best_of_n"]), "",
              f"PPO: RM score {r['ppo']['reward_start']:.3f} -> {r['ppo']['reward_end']:.3f} (first and last 3 rollouts), "
              f"KL to SFT {r['ppo']['kl']:.3f}. "
              "PPO vs SFT (oracle): win {win:.3f}, tie {tie:.3f}, loss {loss:.3f} over {n} queries.".format(
