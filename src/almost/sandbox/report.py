@@ -17,8 +17,11 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
 - ``sft_rmsp``, ``sft_selfplay``, ``ppo``: mean oracle score of zero-shot answers (chat template, no few-shot
   prompt; sampled like the baselines); ``sft_rmsp.best_of_n``: for ``BEST_OF_N`` zero-shot samples of the SFT
   policy per query, the oracle score of the RM's choice, their mean and the oracle's best (whether the RM can
-  tell the policy's better answers from its worse ones, which PPO against it relies on); from PPO's training log, ``ppo.reward_start`` and ``ppo.reward_end``
-  (mean RM score of the first and of the last 3 rollouts) and ``ppo.kl`` (KL to SFT, last 3 rollouts);
+  tell the policy's better answers from its worse ones, which PPO against it relies on);
+- ``ppo.reward_start``, ``ppo.reward_end``: mean RM score of the zero-shot answers of SFT-RMSP (where PPO starts)
+  and of the PPO policy to the same held-out queries; ``ppo.kl``: the final policy's KL to SFT on PPO's held-out
+  prompts (``val/kl``); from the training log, ``ppo.rollout_score_first3`` / ``_last3`` (each rollout has other
+  prompts, so these differ by the prompts as much as by training) and ``ppo.rollout_kl_last3``;
 - ``winrate.ppo_vs_sft``: oracle-judged wins, ties and losses of PPO against SFT on the same queries;
 - ``hhh``: HHH A/B accuracy of the final policy (asked A or B) and of the RM (``configs/eval/hhh_*.yaml``);
 - ``wall_seconds``: per stage and in total (``wall_seconds.json``, written by the pipeline).
@@ -136,17 +139,6 @@ def best_of_n_oracle(oracle: Sequence[Sequence[float]], rewards: Sequence[Sequen
             "oracle_best": _mean([max(o) for o in oracle]), "queries": len(oracle)}
 
 
-def policy_best_of_n(world: World, rm_dir: str | Path, queries: Sequence[str], samples: Sequence[Sequence[str]]) -> dict:
-    """``samples[k][i]``: the k-th answer to ``queries[i]``; the RM scores each, the oracle judges each."""
-    from almost.scoring import load_scorer, reward_scores
-
-    rm, tokenizer = load_scorer(str(rm_dir))
-    histories = [[Turn("user", q)] for q in queries]
-    rewards = [reward_scores(rm, tokenizer, histories, answers) for answers in samples]
-    oracle = [oracle_scores(world, queries, answers) for answers in samples]
-    return best_of_n_oracle(list(zip(*oracle)), list(zip(*rewards)))
-
-
 def last_scalars(log_root: Path, tags: Sequence[str]) -> dict[str, list[float]]:
     """Every logged value of ``tags`` in the newest TensorBoard run under ``log_root`` (``version_N``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -188,13 +180,22 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
         report[name] = {"oracle": statistics.fmean(per_query[name]),
                         "mean_answer_chars": statistics.fmean(len(a) for a in answers[name]),
                         "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers[name]))[:5]]}
-    more = [policy_answers(runs / "sft_rmsp" / "hf", queries, sampling, seed=seed) for seed in range(1, BEST_OF_N)]
-    report["sft_rmsp"]["best_of_n"] = policy_best_of_n(world, runs / "rm" / "hf", queries, [answers["sft_rmsp"], *more])
-    ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/score", "val/kl"])
-    first, last = ppo_log["rollout/score"][:3], ppo_log["rollout/score"][-3:]  # each rollout has other prompts
-    report["ppo"].update(kl=statistics.fmean(ppo_log["rollout/kl"][-3:]), reward_start=statistics.fmean(first),
-                         reward_end=statistics.fmean(last), val_score=ppo_log["val/score"][-1],
-                         val_kl=ppo_log["val/kl"][-1])
+    # the RM on the policies' answers: SFT -> PPO on the same queries, and best of BEST_OF_N SFT samples
+    from almost.scoring import load_scorer, reward_scores
+
+    rm, rm_tokenizer = load_scorer(str(runs / "rm" / "hf"))
+    histories = [[Turn("user", q)] for q in queries]
+    sft_samples = [answers["sft_rmsp"], *(policy_answers(runs / "sft_rmsp" / "hf", queries, sampling, seed=seed)
+                                          for seed in range(1, BEST_OF_N))]
+    sft_rewards = [reward_scores(rm, rm_tokenizer, histories, sample) for sample in sft_samples]
+    sft_oracle = [per_query["sft_rmsp"], *(oracle_scores(world, queries, s) for s in sft_samples[1:])]
+    report["sft_rmsp"]["best_of_n"] = best_of_n_oracle(list(zip(*sft_oracle)), list(zip(*sft_rewards)))
+    ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/kl"])
+    report["ppo"].update(reward_start=statistics.fmean(sft_rewards[0]),
+                         reward_end=statistics.fmean(reward_scores(rm, rm_tokenizer, histories, answers["ppo"])),
+                         kl=ppo_log["val/kl"][-1], rollout_score_first3=statistics.fmean(ppo_log["rollout/score"][:3]),
+                         rollout_score_last3=statistics.fmean(ppo_log["rollout/score"][-3:]),
+                         rollout_kl_last3=statistics.fmean(ppo_log["rollout/kl"][-3:]))
     tally = win_tie_loss(per_query["ppo"], per_query["sft_rmsp"])
     report["winrate"] = {"ppo_vs_sft": {"win": tally.win_rate, "tie": tally.tie_rate, "loss": tally.loss_rate,
                                         "n": tally.n}}
@@ -252,8 +253,10 @@ def markdown(r: dict) -> str:
              f"SFT on RMSP, {BEST_OF_N} samples per held-out query (oracle): the RM's choice "
              "{rm_choice:.3f}, their mean {sample_mean:.3f}, the oracle's best {oracle_best:.3f}.".format(
                  **r["sft_rmsp"]["best_of_n"]), "",
-             f"PPO: RM score {r['ppo']['reward_start']:.3f} -> {r['ppo']['reward_end']:.3f} (first and last 3 rollouts), "
-             f"KL to SFT {r['ppo']['kl']:.3f}. "
+             f"PPO: RM score of the answers to the held-out queries {r['ppo']['reward_start']:.3f} (SFT) -> "
+             f"{r['ppo']['reward_end']:.3f} (PPO); KL to SFT {r['ppo']['kl']:.3f} (held-out prompts). "
+             f"Rollouts (other prompts each): RM score {r['ppo']['rollout_score_first3']:.3f} (first 3) -> "
+             f"{r['ppo']['rollout_score_last3']:.3f} (last 3). "
              "PPO vs SFT (oracle): win {win:.3f}, tie {tie:.3f}, loss {loss:.3f} over {n} queries.".format(
                  **r["winrate"]["ppo_vs_sft"]), "",
              f"HHH A/B accuracy: final policy {r['hhh']['policy']:.3f}, reward model {r['hhh']['rm']:.3f}.", "",
