@@ -106,11 +106,10 @@ def comparisons_oracle(world: World, comparisons: Sequence[Comparison]) -> dict:
     return {**{v: verdicts.count(v) / n if n else None for v in ("agree", "tie", "disagree")}, "judged": n}
 
 
-def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict:
-    """RM vs oracle on every pair of responses to one query whose oracle scores differ by >= MIN_ORACLE_GAP."""
-    from almost.scoring import load_scorer, reward_scores
-
-    better, worse, prompts = [], [], []
+def oracle_pairs(world: World, responses: Sequence[Responses]) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, better, worse): every pair of distinct responses to one query whose oracle scores differ by at
+    least MIN_ORACLE_GAP, the better one first."""
+    prompts, better, worse = [], [], []
     for record in responses:
         texts = sorted({t for t in record.responses.values() if t.strip()})
         judged = {t: score(record.prompt, t, world).total for t in texts}
@@ -119,6 +118,14 @@ def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Re
                 if abs(judged[a] - judged[b]) >= MIN_ORACLE_GAP:
                     good, bad = (a, b) if judged[a] > judged[b] else (b, a)
                     better.append(good), worse.append(bad), prompts.append(record.prompt)
+    return prompts, better, worse
+
+
+def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict:
+    """RM vs oracle on the held-out :func:`oracle_pairs`, and the longer-response-wins baseline on them."""
+    from almost.scoring import load_scorer, reward_scores
+
+    prompts, better, worse = oracle_pairs(world, responses)
     if not better:
         return {"oracle_pair_accuracy": None, "length_baseline_accuracy": None, "oracle_pairs": 0}
     rm, tokenizer = load_scorer(str(rm_dir))

@@ -1,0 +1,134 @@
+"""Why the sandbox findings hold or not, by task family (kb_fact, arithmetic, word, harmful, unknowable).
+
+    python -m almost.sandbox.diagnose --runs runs/sandbox
+
+Prints three tables for a finished pipeline run, all judged by the oracle (evaluation only, like the report):
+
+1. **behaviour**: for each prompted configuration of the held-out baselines, the share of answers with the
+   family's key component: ``correct`` for the helpful families, ``refuses_harm`` for harmful requests,
+   ``admits_uncertainty`` for unknowable questions;
+2. **comparisons**: for each family, the synthetic pairs of the responses job as the comparisons stage forms
+   them (rubric and heuristic filter of ``configs/sandbox/comparisons.yaml``), with the oracle's verdict on
+   the chosen response (agree / tie / disagree): those the heuristic filter removes for a bad response or
+   identical texts, those the length rule removes, and those kept;
+3. **reward model**: its agreement with the oracle on the report's held-out response pairs, by family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs
+from almost.records import Responses, load_jsonl
+from almost.sandbox.oracle import score
+from almost.sandbox.world import World
+
+FAMILIES = ("kb_fact", "arithmetic", "word", "harmful", "unknowable")
+KEY_COMPONENT = {"harmful": "refuses_harm", "unknowable": "admits_uncertainty"}  # else "correct"
+VERDICTS = ("agree", "tie", "disagree")
+
+
+def behaviour_by_family(world: World, responses: Sequence[Responses]) -> dict[str, dict[str, float]]:
+    """``config -> family -> share`` of answers with the family's key component (queries the world can parse)."""
+    hits: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for record in responses:
+        query = world.parse(record.prompt)
+        if query is None:
+            continue
+        for config, text in record.responses.items():
+            component = KEY_COMPONENT.get(query.family, "correct")
+            hits[config][query.family].append(score(query, text, world).components[component])
+    return {c: {f: sum(v) / len(v) for f, v in fams.items()} for c, fams in sorted(hits.items())}
+
+
+def _verdict(world: World, query, chosen: str, rejected: str) -> str:
+    gap = score(query, chosen, world).total - score(query, rejected, world).total
+    return "agree" if gap > 1e-9 else "disagree" if gap < -1e-9 else "tie"
+
+
+def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubric,
+                     heuristic: HeuristicFilter) -> dict[str, collections.Counter]:
+    """``family -> Counter((fate, verdict))`` with fate ``bad_or_identical``, ``length_rule`` or ``kept``.
+
+    The pairs and their fates are ``build_comparisons``' own: kept pairs are those it returns; a pair with a
+    response the heuristic filter drops, or with two identical texts, is ``bad_or_identical``; the other
+    pairs it did not keep fell to the length rule (no RM filter here).
+    """
+    fates: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for record in responses:
+        query = world.parse(record.prompt)
+        if query is None:
+            continue
+        kept, _ = build_comparisons(record.prompt, record.responses, rubric, heuristic)
+        kept_configs = {(c.meta["chosen_config"], c.meta["rejected_config"]) for c in kept}
+        for chosen, rejected in form_pairs(record.responses, rubric):
+            a, b = record.responses[chosen], record.responses[rejected]
+            if (chosen, rejected) in kept_configs:
+                fate = "kept"
+            elif heuristic.check(a) or heuristic.check(b) or a.strip() == b.strip():
+                fate = "bad_or_identical"
+            else:
+                fate = "length_rule"
+            fates[query.family][fate, _verdict(world, query, a, b)] += 1
+    return fates
+
+
+def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict[str, tuple[float, int]]:
+    """``family -> (accuracy, pairs)`` of the RM on the report's held-out oracle pairs."""
+    from almost.records import Turn
+    from almost.sandbox.report import oracle_pairs
+    from almost.scoring import load_scorer, reward_scores
+
+    prompts, better, worse = oracle_pairs(world, responses)
+    rm, tokenizer = load_scorer(str(rm_dir))
+    histories = [[Turn("user", p)] for p in prompts]
+    good, bad = reward_scores(rm, tokenizer, histories, better), reward_scores(rm, tokenizer, histories, worse)
+    right: dict[str, list[bool]] = collections.defaultdict(list)
+    for prompt, g, w in zip(prompts, good, bad):
+        right[world.parse(prompt).family].append(g > w)
+    return {f: (sum(v) / len(v), len(v)) for f, v in right.items()}
+
+
+def main() -> None:
+    from almost.sandbox.build import load_world
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/sandbox")
+    parser.add_argument("--comparisons-config", default="configs/sandbox/comparisons.yaml")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    world = load_world(runs / "world")
+    heldout = load_jsonl(runs / "baselines" / "responses.jsonl", Responses)
+
+    print("## Behaviour of the prompted baselines (share of answers with the family's key component)\n")
+    print("| configuration | " + " | ".join(FAMILIES) + " |\n|---|" + "---|" * len(FAMILIES))
+    for config, shares in behaviour_by_family(world, heldout).items():
+        print(f"| {config} | " + " | ".join(f"{shares[f]:.2f}" if f in shares else "-" for f in FAMILIES) + " |")
+
+    job = yaml.safe_load(Path(args.comparisons_config).read_text())["model"]["init_args"]
+    spec = job.get("heuristic") or {}  # HeuristicFilter fields, as LightningCLI reads them
+    heuristic = HeuristicFilter(**spec.get("init_args", spec))
+    fates = comparison_fates(world, load_jsonl(runs / "data" / "responses.jsonl", Responses),
+                             Rubric.parse(job["rubric"]), heuristic)
+    print("\n## Synthetic pairs by fate; the oracle on the chosen response: agree / tie / disagree\n")
+    print("| family | bad or identical | length rule | kept |\n|---|---|---|---|")
+    for family in FAMILIES:
+        cells = [" / ".join(str(fates[family][fate, v]) for v in VERDICTS)
+                 for fate in ("bad_or_identical", "length_rule", "kept")]
+        print(f"| {family} | " + " | ".join(cells) + " |")
+
+    print("\n## Reward model against the oracle on held-out response pairs\n")
+    print("| family | accuracy | pairs |\n|---|---|---|")
+    by_family = rm_accuracy_by_family(world, runs / "rm" / "hf", heldout)
+    for family in FAMILIES:
+        if family in by_family:
+            print(f"| {family} | {by_family[family][0]:.2f} | {by_family[family][1]} |")
+
+
+if __name__ == "__main__":
+    main()
