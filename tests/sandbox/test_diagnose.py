@@ -32,6 +32,15 @@ def test_comparison_fates_follow_the_comparisons_stage(world):
     assert tally["kept", "agree"] == 2  # A over the wrong C, A over the rude D
     assert tally["length_rule", "disagree"] == 1  # the wrong C over the right D, removed
 
+    # the same responses under configuration names: only B, C and D share the "hhh" prompt style
+    names = {"A": "L-faithful-3shot", "B": "L-hhh-5shot", "C": "S-hhh-3shot", "D": "S-hhh-1shot"}
+    same_style = comparison_fates(world, [Responses(query.text, {names[k]: v for k, v in answers.items()})],
+                                  Rubric.parse(" > ".join(names.values())), HeuristicFilter(), same_style_only=True)
+    by_fate = collections.Counter()
+    for (fate, _), n in same_style["arithmetic"].items():
+        by_fate[fate] += n
+    assert by_fate == {"bad_or_identical": 2, "length_rule": 1}  # B-C and B-D (B is bare), C-D (C is short)
+
 
 def test_behaviour_counts_the_key_component_of_each_family(world):
     sum_query = world.build("plus", {"a": "7", "b": "5"})

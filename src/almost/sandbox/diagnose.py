@@ -10,7 +10,8 @@ Prints three tables for a finished pipeline run, all judged by the oracle (evalu
 2. **comparisons**: for each family, the synthetic pairs of the responses job as the comparisons stage forms
    them (rubric and heuristic filter of ``configs/sandbox/comparisons.yaml``), with the oracle's verdict on
    the chosen response (agree / tie / disagree): those the heuristic filter removes for a bad response or
-   identical texts, those the length rule removes, and those kept;
+   identical texts, those the length rule removes, and those kept; then the same for the pairs of two
+   configurations with the same prompt style (they differ in model size or shots only);
 3. **reward model**: its agreement with the oracle on the report's held-out response pairs, by family.
 """
 
@@ -24,6 +25,7 @@ from typing import Sequence
 import yaml
 
 from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs
+from almost.prompting import PromptedConfig
 from almost.records import Responses, load_jsonl
 from almost.sandbox.oracle import score
 from almost.sandbox.world import World
@@ -51,9 +53,10 @@ def _verdict(world: World, query, chosen: str, rejected: str) -> str:
     return "agree" if gap > 1e-9 else "disagree" if gap < -1e-9 else "tie"
 
 
-def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubric,
-                     heuristic: HeuristicFilter) -> dict[str, collections.Counter]:
-    """``family -> Counter((fate, verdict))`` with fate ``bad_or_identical``, ``length_rule`` or ``kept``.
+def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubric, heuristic: HeuristicFilter,
+                     same_style_only: bool = False) -> dict[str, collections.Counter]:
+    """``family -> Counter((fate, verdict))`` with fate ``bad_or_identical``, ``length_rule`` or ``kept``;
+    with ``same_style_only``, only pairs of two configurations with the same prompt style.
 
     The pairs and their fates are ``build_comparisons``' own: kept pairs are those it returns; a pair with a
     response the heuristic filter drops, or with two identical texts, is ``bad_or_identical``; the other
@@ -67,6 +70,8 @@ def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubri
         kept, _ = build_comparisons(record.prompt, record.responses, rubric, heuristic)
         kept_configs = {(c.meta["chosen_config"], c.meta["rejected_config"]) for c in kept}
         for chosen, rejected in form_pairs(record.responses, rubric):
+            if same_style_only and PromptedConfig.parse(chosen).style != PromptedConfig.parse(rejected).style:
+                continue
             a, b = record.responses[chosen], record.responses[rejected]
             if (chosen, rejected) in kept_configs:
                 fate = "kept"
@@ -90,7 +95,8 @@ def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[
     good, bad = reward_scores(rm, tokenizer, histories, better), reward_scores(rm, tokenizer, histories, worse)
     right: dict[str, list[bool]] = collections.defaultdict(list)
     for prompt, g, w in zip(prompts, good, bad):
-        right[world.parse(prompt).family].append(g > w)
+        query = world.parse(prompt)
+        right[query.family if query is not None else "not parsed"].append(g > w)
     return {f: (sum(v) / len(v), len(v)) for f, v in right.items()}
 
 
@@ -113,14 +119,15 @@ def main() -> None:
     job = yaml.safe_load(Path(args.comparisons_config).read_text())["model"]["init_args"]
     spec = job.get("heuristic") or {}  # HeuristicFilter fields, as LightningCLI reads them
     heuristic = HeuristicFilter(**spec.get("init_args", spec))
-    fates = comparison_fates(world, load_jsonl(runs / "data" / "responses.jsonl", Responses),
-                             Rubric.parse(job["rubric"]), heuristic)
-    print("\n## Synthetic pairs by fate; the oracle on the chosen response: agree / tie / disagree\n")
-    print("| family | bad or identical | length rule | kept |\n|---|---|---|---|")
-    for family in FAMILIES:
-        cells = [" / ".join(str(fates[family][fate, v]) for v in VERDICTS)
-                 for fate in ("bad_or_identical", "length_rule", "kept")]
-        print(f"| {family} | " + " | ".join(cells) + " |")
+    responses = load_jsonl(runs / "data" / "responses.jsonl", Responses)
+    for same_style_only, which in ((False, "All synthetic pairs"), (True, "Pairs of one prompt style")):
+        fates = comparison_fates(world, responses, Rubric.parse(job["rubric"]), heuristic, same_style_only)
+        print(f"\n## {which} by fate; the oracle on the chosen response: agree / tie / disagree\n")
+        print("| family | bad or identical | length rule | kept |\n|---|---|---|---|")
+        for family in FAMILIES:
+            cells = [" / ".join(str(fates[family][fate, v]) for v in VERDICTS)
+                     for fate in ("bad_or_identical", "length_rule", "kept")]
+            print(f"| {family} | " + " | ".join(cells) + " |")
 
     print("\n## Reward model against the oracle on held-out response pairs\n")
     print("| family | accuracy | pairs |\n|---|---|---|")
