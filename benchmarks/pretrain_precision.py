@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "sandbox"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs" / "sandbox"
+sys.path.insert(0, str(ROOT))  # train.py
 
 
 def stage_settings(size: str) -> tuple[dict, int, int, str]:
-    """(arch, batch_size, max_length, precision) of ``pretrain_<size>.yaml`` (precision falls back to its base)."""
-    stage = yaml.safe_load((CONFIGS / f"pretrain_{size}.yaml").read_text())
-    base = yaml.safe_load((CONFIGS / stage["base"]).read_text())
+    """(arch, batch_size, max_length, precision) of ``pretrain_<size>.yaml``, its ``base`` chain resolved as
+    ``train.py`` does (the last config that sets a value wins)."""
+    from train import with_bases
+
+    configs = [yaml.safe_load(Path(path).read_text()) for path in with_bases(str(CONFIGS / f"pretrain_{size}.yaml"))[1::2]]
+    precision = [c["trainer"]["precision"] for c in configs if "precision" in c.get("trainer", {})][-1]
+    stage = configs[-1]
     data = stage["data"]["init_args"]
-    precision = stage.get("trainer", {}).get("precision", base["trainer"]["precision"])
     return stage["model"]["init_args"]["source"]["arch"], data["batch_size"], data["max_length"], str(precision)
 
 

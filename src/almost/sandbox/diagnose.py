@@ -24,10 +24,12 @@ from typing import Sequence
 
 import yaml
 
+from almost.evaluation import preference_accuracy
 from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs
 from almost.prompting import PromptedConfig
-from almost.records import Responses, load_jsonl
+from almost.records import Responses, Turn, load_jsonl
 from almost.sandbox.oracle import score
+from almost.sandbox.report import oracle_pairs, oracle_verdict
 from almost.sandbox.world import World
 
 FAMILIES = ("kb_fact", "arithmetic", "word", "harmful", "unknowable")
@@ -46,11 +48,6 @@ def behaviour_by_family(world: World, responses: Sequence[Responses]) -> dict[st
             component = KEY_COMPONENT.get(query.family, "correct")
             hits[config][query.family].append(score(query, text, world).components[component])
     return {c: {f: sum(v) / len(v) for f, v in fams.items()} for c, fams in sorted(hits.items())}
-
-
-def _verdict(world: World, query, chosen: str, rejected: str) -> str:
-    gap = score(query, chosen, world).total - score(query, rejected, world).total
-    return "agree" if gap > 1e-9 else "disagree" if gap < -1e-9 else "tie"
 
 
 def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubric, heuristic: HeuristicFilter,
@@ -79,25 +76,23 @@ def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubri
                 fate = "bad_or_identical"
             else:
                 fate = "length_rule"
-            fates[query.family][fate, _verdict(world, query, a, b)] += 1
+            fates[query.family][fate, oracle_verdict(world, query, a, b)] += 1
     return fates
 
 
 def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict[str, tuple[float, int]]:
-    """``family -> (accuracy, pairs)`` of the RM on the report's held-out oracle pairs."""
-    from almost.records import Turn
-    from almost.sandbox.report import oracle_pairs
+    """``family -> (accuracy, pairs)`` of the RM on the report's held-out oracle pairs (ties count half)."""
     from almost.scoring import load_scorer, reward_scores
 
     prompts, better, worse = oracle_pairs(world, responses)
     rm, tokenizer = load_scorer(str(rm_dir))
     histories = [[Turn("user", p)] for p in prompts]
     good, bad = reward_scores(rm, tokenizer, histories, better), reward_scores(rm, tokenizer, histories, worse)
-    right: dict[str, list[bool]] = collections.defaultdict(list)
+    pairs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for prompt, g, w in zip(prompts, good, bad):
         query = world.parse(prompt)
-        right[query.family if query is not None else "not parsed"].append(g > w)
-    return {f: (sum(v) / len(v), len(v)) for f, v in right.items()}
+        pairs[query.family if query is not None else "not parsed"].append((g, w))
+    return {f: (preference_accuracy(*zip(*v)), len(v)) for f, v in pairs.items()}
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, l
 from almost.sandbox.baselines import VANILLA_SAMPLING
 from almost.sandbox.build import load_world
 from almost.sandbox.oracle import score
-from almost.sandbox.world import World
+from almost.sandbox.world import Query, World
 
 MIN_ORACLE_GAP = 0.2
 BEST_OF_N = 4  # zero-shot samples of the SFT policy per held-out query for sft_rmsp.best_of_n
@@ -93,6 +93,12 @@ def demonstrations_oracle(world: World, path: Path) -> dict:
             "first_turn_kept_oracle": _mean(first_kept), "first_turn_sample_mean_oracle": _mean(first_samples)}
 
 
+def oracle_verdict(world: World, query: Query, chosen: str, rejected: str) -> str:
+    """"agree", "tie" or "disagree": whether the oracle scores ``chosen`` above, equal to or below ``rejected``."""
+    gap = score(query, chosen, world).total - score(query, rejected, world).total
+    return "agree" if gap > 1e-9 else "disagree" if gap < -1e-9 else "tie"
+
+
 def comparisons_oracle(world: World, comparisons: Sequence[Comparison]) -> dict:
     """How the oracle judges synthetic comparisons whose query the world can parse: the fractions where it
     scores chosen above rejected (agree), equal (tie), below (disagree), and how many it judged."""
@@ -100,8 +106,7 @@ def comparisons_oracle(world: World, comparisons: Sequence[Comparison]) -> dict:
     for comparison in comparisons:
         query = world.parse(comparison.prompt)
         if query is not None:
-            gap = score(query, comparison.chosen, world).total - score(query, comparison.rejected, world).total
-            verdicts.append("agree" if gap > 1e-9 else "disagree" if gap < -1e-9 else "tie")
+            verdicts.append(oracle_verdict(world, query, comparison.chosen, comparison.rejected))
     n = len(verdicts)
     return {**{v: verdicts.count(v) / n if n else None for v in ("agree", "tie", "disagree")}, "judged": n}
 
