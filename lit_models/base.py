@@ -95,12 +95,12 @@ class TrainingStage(L.LightningModule):
         decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim < 2]  # norms, biases
         # Fused AdamW: one kernel per step instead of several per parameter group. Lightning's mixed-precision
-        # plugin refuses to clip the gradients of a fused optimizer (it assumes fp16 loss scaling), so under
-        # bf16-mixed the multi-tensor (foreach) kernels instead.
-        mixed = str(self.trainer.precision).endswith("-mixed")
+        # plugin refuses to clip the gradients of a fused optimizer (it assumes fp16 loss scaling), so when
+        # both are on, the multi-tensor (foreach) kernels instead.
+        refused = str(self.trainer.precision).endswith("-mixed") and bool(self.trainer.gradient_clip_val)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr, fused=not mixed, foreach=mixed,
+            lr=self.hparams.lr, fused=not refused, foreach=refused,
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         warmup_steps = int(self.hparams.warmup_ratio * total_steps)
