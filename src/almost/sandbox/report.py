@@ -51,15 +51,16 @@ POLICY_SAMPLING = VANILLA_SAMPLING  # policies answer with the baselines' sampli
 
 
 def policy_answers(model_dir: str | Path, queries: Sequence[str], sampling: SamplingConfig = POLICY_SAMPLING,
-                   batch_size: int = 64, seed: int = 0) -> list[str]:
-    """Zero-shot answers of an aligned policy: the query alone in the chat template."""
+                   batch_size: int = 64, seeds: Sequence[int] = (0,)) -> list[list[str]]:
+    """Zero-shot answers of an aligned policy, the query alone in the chat template: one list per seed."""
     from almost.models import ModelSource, build_causal_lm, load_tokenizer
 
     source = ModelSource(path=str(model_dir))
     tokenizer = load_tokenizer(source)
     model = build_causal_lm(source, tokenizer).eval()
     prompts = [encode_prompt(tokenizer, ChatTemplate(), [Turn("user", q)]) for q in queries]
-    return [g.text for g in generate(model, tokenizer, prompts, sampling, batch_size=batch_size, seed=seed)]
+    return [[g.text for g in generate(model, tokenizer, prompts, sampling, batch_size=batch_size, seed=seed)]
+            for seed in seeds]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -185,9 +186,11 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     report["rmsp"] = demonstrations_oracle(world, runs / "data" / "rmsp.jsonl")
     report["selfplay"] = demonstrations_oracle(world, runs / "data" / "selfplay.jsonl")
     # policies, zero-shot
-    per_query, answers = {}, {}
+    per_query, answers, samples = {}, {}, {}
     for name in ("sft_rmsp", "sft_selfplay", "ppo"):
-        answers[name] = policy_answers(runs / name / "hf", queries, sampling)
+        seeds = range(BEST_OF_N if name == "sft_rmsp" else 1)  # more samples of SFT for best_of_n below
+        samples[name] = policy_answers(runs / name / "hf", queries, sampling, seeds=seeds)
+        answers[name] = samples[name][0]
         per_query[name] = oracle_scores(world, queries, answers[name])
         report[name] = {"oracle": statistics.fmean(per_query[name]),
                         "mean_answer_chars": statistics.fmean(len(a) for a in answers[name]),
@@ -197,10 +200,8 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
 
     rm, rm_tokenizer = load_scorer(str(runs / "rm" / "hf"))
     histories = [[Turn("user", q)] for q in queries]
-    sft_samples = [answers["sft_rmsp"], *(policy_answers(runs / "sft_rmsp" / "hf", queries, sampling, seed=seed)
-                                          for seed in range(1, BEST_OF_N))]
-    sft_rewards = [reward_scores(rm, rm_tokenizer, histories, sample) for sample in sft_samples]
-    sft_oracle = [per_query["sft_rmsp"], *(oracle_scores(world, queries, s) for s in sft_samples[1:])]
+    sft_rewards = [reward_scores(rm, rm_tokenizer, histories, sample) for sample in samples["sft_rmsp"]]
+    sft_oracle = [per_query["sft_rmsp"], *(oracle_scores(world, queries, s) for s in samples["sft_rmsp"][1:])]
     report["sft_rmsp"]["best_of_n"] = best_of_n_oracle(list(zip(*sft_oracle)), list(zip(*sft_rewards)))
     ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/kl"])
     report["ppo"].update(reward_start=statistics.fmean(sft_rewards[0]),
