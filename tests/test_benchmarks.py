@@ -70,3 +70,21 @@ def test_converted_peer_reward_model_scores_as_the_original(tmp_path):
     mask = torch.ones_like(ids)
     with torch.no_grad():
         torch.testing.assert_close(ours.score(ids, mask), theirs(input_ids=ids, attention_mask=mask).logits[:, 0])
+
+
+@pytest.mark.skipif(not Path("/tmp/peer-models/1m/reward").is_dir(),
+                    reason="peer models not built (bash ../shared/peer/setup.sh)")
+def test_eager_bound_runs_the_ppo_step_and_prints_its_line(tmp_path, monkeypatch, capsys):
+    import ppo_eager_bound
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = torch.randint(4, 1000, (4, 32), generator=torch.Generator().manual_seed(0)).tolist()
+    prompts.write_text("".join(json.dumps({"input_ids": row}) + "\n" for row in rows))
+    monkeypatch.setattr(sys, "argv", ["ppo_eager_bound.py", "--size", "1m", "--prompts", str(prompts), "--batch", "4",
+                                      "--steps", "1", "--warmup", "0", "--trl-s", "10"])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # leave the test process's threads alone
+    ppo_eager_bound.main()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    fields = dict(item.split("=") for item in line.split()[1:])
+    assert line.startswith("BOUND_PPO size=1m") and float(fields["sec_per_step"]) > 0
+    assert float(fields["max_speedup"]) == pytest.approx(10 / float(fields["sec_per_step"]), rel=0.01)
