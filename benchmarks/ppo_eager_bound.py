@@ -28,6 +28,8 @@ from almost.models import ModelSource, RewardModel, build_causal_lm, load_tokeni
 from almost.ppo import gae_advantages, logprobs_from_logits, masked_whiten, per_token_rewards, policy_loss, value_loss
 from peer import add_step_arguments, read_jsonl, reward_model_dir
 
+RESPONSE_LENGTH, PPO_EPOCHS, MINIBATCH_SIZE, KL_COEF = 48, 4, 4, 0.05  # the peer's settings (../shared/peer/README.md)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,14 +43,14 @@ def main() -> None:
     source = ModelSource(path=f"{args.models_root}/{args.size}/policy")
     tokenizer = load_tokenizer(source)
     policy, reference = build_causal_lm(source, tokenizer), build_causal_lm(source, tokenizer).requires_grad_(False)
-    reward = RewardModel.build(ModelSource(path=reward_model_dir(args.size, args.models_root)), tokenizer)
-    critic = RewardModel.build(ModelSource(path=reward_model_dir(args.size, args.models_root)), tokenizer)
+    reward_source = ModelSource(path=reward_model_dir(args.size, args.models_root))
+    reward, critic = RewardModel.build(reward_source, tokenizer), RewardModel.build(reward_source, tokenizer)
     reward.requires_grad_(False)
     for net in (policy, reference, reward, critic):
         net.eval()  # dropout is 0 in the peer's models; eval keeps the cache logic of generate simple
     optimizers = [torch.optim.AdamW(net.parameters(), lr=args.lr, fused=True) for net in (policy, critic)]
     prompts = [row["input_ids"] for row in read_jsonl(args.prompts)]
-    config = GenerationConfig(max_new_tokens=48, min_new_tokens=48, do_sample=True, temperature=1.0, top_p=1.0,
+    config = GenerationConfig(max_new_tokens=RESPONSE_LENGTH, min_new_tokens=RESPONSE_LENGTH, do_sample=True, temperature=1.0, top_p=1.0,
                               top_k=0, pad_token_id=tokenizer.pad_token_id, use_cache=True,
                               return_dict_in_generate=True, output_logits=True)
 
@@ -69,12 +71,12 @@ def main() -> None:
             ref_logprobs = logprobs_from_logits(ref_logits, response)
             scores = reward.score(ids, mask)
             values = critic(ids, mask)[:, n_query - 1:-1]
-            rewards = per_token_rewards(scores, logprobs - ref_logprobs, response_mask, 0.05)
+            rewards = per_token_rewards(scores, logprobs - ref_logprobs, response_mask, KL_COEF)
             advantages, returns = gae_advantages(rewards, values, response_mask, 1.0, 0.95)
             advantages = masked_whiten(advantages, response_mask)
         marks.append(time.perf_counter())
-        for _ in range(4):  # 3. 4 epochs x 4 minibatches
-            for rows in torch.randperm(len(ids)).split(4):
+        for _ in range(PPO_EPOCHS):  # 3. epochs x shuffled minibatches
+            for rows in torch.randperm(len(ids)).split(MINIBATCH_SIZE):
                 logits = policy(input_ids=ids[rows], attention_mask=mask[rows], use_cache=False,
                                 logits_to_keep=n_response + 1).logits
                 new_logprobs = logprobs_from_logits(logits[:, :-1], response[rows])
@@ -93,7 +95,7 @@ def main() -> None:
     total = statistics.median(sum(t.values()) for t in timings)
     print(f"# versions: torch {torch.__version__} threads {torch.get_num_threads()}")
     print("# " + " ".join(f"{part}_s={seconds:.3f}" for part, seconds in median.items())
-          + f" update_per_minibatch_ms={1000 * median['update'] / (4 * math.ceil(args.batch / 4)):.0f}")
+          + f" update_per_minibatch_ms={1000 * median['update'] / (PPO_EPOCHS * math.ceil(args.batch / MINIBATCH_SIZE)):.0f}")
     line = f"BOUND_PPO size={args.size} steps={args.steps} sec_per_step={total:.3f}"
     print(line + (f" trl_s={args.trl_s:.3f} max_speedup={args.trl_s / total:.2f}" if args.trl_s else ""))
 
