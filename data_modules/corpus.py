@@ -40,9 +40,9 @@ class CorpusDataModule(RecordDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        documents = load_jsonl(self.hparams.path, CorpusDocument)
+        documents = load_jsonl(self.hparams.path, CorpusDocument, max_field_chars=None)  # documents may be long
         if self.hparams.val_path:
-            train, val = documents, load_jsonl(self.hparams.val_path, CorpusDocument)
+            train, val = documents, load_jsonl(self.hparams.val_path, CorpusDocument, max_field_chars=None)
         else:
             train, val = split_by_seed(documents, self.hparams.val_fraction, self.hparams.seed)
         self.train_set = PackedBlocks(train, self.tokenizer, self.hparams.max_length)

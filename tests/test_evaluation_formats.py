@@ -1,11 +1,13 @@
+import gzip
 import json
 from pathlib import Path
 
 import pytest
 
-from almost.evaluation.formats import (ABExample, HHPair, MCQuestion, load_hh_rlhf, load_hhh, load_questions,
-                                       load_truthfulqa_mc, parse_hh_transcript, write_hhh, write_truthfulqa_mc)
-from almost.records import RecordError, Turn
+from almost.evaluation.formats import (ABExample, HHPair, MCQuestion, Skipped, load_hh_rlhf, load_hhh, load_questions,
+                                       load_truthfulqa_mc, parse_hh_transcript, skip_counts, split_hh_pair, write_hhh,
+                                       write_truthfulqa_mc)
+from almost.records import RecordError, SchemaError, Turn
 from tests.conftest import write_lines
 
 SHARED_DATA = Path("/work/shared/data")
@@ -34,24 +36,28 @@ def test_hhh_load_and_round_trip(tmp_path):
     assert load_hhh(tmp_path / "out" / "task.json") == examples
 
 
-@pytest.mark.parametrize("bad_example, problem", [
-    ({"input": "q"}, "missing field 'target_scores'"),
-    ({**GOOD_AB, "input": 3}, "field 'input' must be a string"),
-    ({**GOOD_AB, "target_scores": ["a", "b"]}, "field 'target_scores' must be an object"),
-    ({**GOOD_AB, "target_scores": {"a": 1, "b": 0, "c": 0}}, "exactly 2 responses, got 3"),
-    ({**GOOD_AB, "target_scores": {"a": 1}}, "exactly 2 responses, got 1"),
-    ({**GOOD_AB, "target_scores": {"a": 1, "b": 1}}, "one response 1 and the other 0"),
-    ({**GOOD_AB, "target_scores": {"a": "1", "b": 0}}, "expected 1 or 0"),
-    ({**GOOD_AB, "target_scores": {"a": True, "b": 0}}, "expected 1 or 0"),
-    ({**GOOD_AB, "comment": "x"}, "unknown field 'comment'"),
-    ("just a string", "expected a JSON object"),
+@pytest.mark.parametrize("bad_example, reason, problem", [
+    ({"input": "q"}, "missing_field", "missing field 'target_scores'"),
+    ({**GOOD_AB, "input": 3}, "wrong_type", "field 'input' must be a string"),
+    ({**GOOD_AB, "input": " "}, "empty_field", "field 'input' is empty"),
+    ({**GOOD_AB, "target_scores": ["a", "b"]}, "wrong_type", "field 'target_scores' must be an object"),
+    ({**GOOD_AB, "target_scores": {"a": 1, "b": 0, "c": 0}}, "not_two_responses", "exactly 2 responses, got 3"),
+    ({**GOOD_AB, "target_scores": {"a": 1}}, "not_two_responses", "exactly 2 responses, got 1"),
+    ({**GOOD_AB, "target_scores": {"a": 1, "b": 1}}, "not_one_better", "one response 1 and the other 0"),
+    ({**GOOD_AB, "target_scores": {"a": "1", "b": 0}}, "bad_label", "expected 1 or 0"),
+    ({**GOOD_AB, "target_scores": {"a": True, "b": 0}}, "bad_label", "expected 1 or 0"),
+    ({**GOOD_AB, "target_scores": {"": 1, "b": 0}}, "empty_answer", "has an empty answer"),
+    ({**GOOD_AB, "comment": "x"}, "unknown_field", "unknown field 'comment'"),
+    ({**GOOD_AB, "input": "\ud800"}, "lone_surrogate", "field 'input' holds a lone surrogate"),
+    ("just a string", "not_an_object", "expected a JSON object"),
 ])
-def test_hhh_bad_example_names_file_and_index(tmp_path, bad_example, problem):
-    path = write_json(tmp_path / "task.json", {"examples": [GOOD_AB, bad_example]})
-    with pytest.raises(RecordError) as error:
-        load_hhh(path)
-    assert str(error.value).startswith(f"{path}: examples[1]: ")
-    assert problem in str(error.value)
+def test_hhh_unusable_example_is_skipped_with_its_reason(tmp_path, bad_example, reason, problem):
+    path = write_json(tmp_path / "task.json", {"examples": [GOOD_AB, bad_example, GOOD_AB]})
+    examples = load_hhh(path)
+    assert examples == [ABExample.from_dict(GOOD_AB)] * 2 and examples.positions == [0, 2]
+    [skip] = examples.skipped
+    assert (skip.index, skip.reason, skip.where) == (1, reason, f"{path}: examples[1]")
+    assert problem in skip.detail
 
 
 def test_hhh_bad_document(tmp_path):
@@ -63,6 +69,11 @@ def test_hhh_bad_document(tmp_path):
                          ({"examples": []}, "non-empty list")):
         with pytest.raises(RecordError, match=problem):
             load_hhh(write_json(tmp_path / "task.json", doc))
+    all_bad = write_json(tmp_path / "bad.json", {"examples": [{"input": "q"}, 3, {"input": "r"}]})
+    with pytest.raises(RecordError) as error:
+        load_hhh(all_bad)
+    assert str(error.value) == (f"{all_bad}: no usable ABExample records, all 3 skipped (missing_field 2, "
+                                f"not_an_object 1); first: {all_bad}: examples[0]: missing field 'target_scores'")
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_hhh(tmp_path / "nope.json")
 
@@ -80,23 +91,24 @@ def test_truthfulqa_load_split_and_round_trip(tmp_path):
     assert load_truthfulqa_mc(tmp_path / "out.json") == questions
 
 
-@pytest.mark.parametrize("bad_question, problem", [
-    ({"question": "q", "mc1_targets": GOOD_MC["mc1_targets"]}, "missing field 'mc2_targets'"),
-    ({**GOOD_MC, "question": ["q"]}, "field 'question' must be a string"),
-    ({**GOOD_MC, "mc1_targets": {"a": 1, "b": 1, "c": 0}}, "exactly one true answer, got 2"),
-    ({**GOOD_MC, "mc1_targets": {"a": 0, "b": 0}}, "exactly one true answer, got 0"),
-    ({**GOOD_MC, "mc1_targets": {"a": 1}}, "'mc1_targets' has no false answer"),
-    ({**GOOD_MC, "mc2_targets": {"a": 0, "b": 0}}, "'mc2_targets' has no true answer"),
-    ({**GOOD_MC, "mc2_targets": {"a": 1, "b": 2}}, "label 2, expected 1 or 0"),
-    ({**GOOD_MC, "mc2_targets": [["a", 1]]}, "'mc2_targets' must be an object"),
-    (7, "expected a JSON object, got int"),
+@pytest.mark.parametrize("bad_question, reason, problem", [
+    ({"question": "q", "mc1_targets": GOOD_MC["mc1_targets"]}, "missing_field", "missing field 'mc2_targets'"),
+    ({**GOOD_MC, "question": ["q"]}, "wrong_type", "field 'question' must be a string"),
+    ({**GOOD_MC, "mc1_targets": {"a": 1, "b": 1, "c": 0}}, "mc1_not_one_true", "exactly one true answer, got 2"),
+    ({**GOOD_MC, "mc1_targets": {"a": 0, "b": 0}}, "mc1_not_one_true", "exactly one true answer, got 0"),
+    ({**GOOD_MC, "mc1_targets": {"a": 1}}, "no_false_answer", "'mc1_targets' has no false answer"),
+    ({**GOOD_MC, "mc2_targets": {"a": 0, "b": 0}}, "no_true_answer", "'mc2_targets' has no true answer"),
+    ({**GOOD_MC, "mc2_targets": {"a": 1, "b": 2}}, "bad_label", "label 2, expected 1 or 0"),
+    ({**GOOD_MC, "mc2_targets": [["a", 1]]}, "wrong_type", "'mc2_targets' must be an object"),
+    (7, "not_an_object", "expected a JSON object, got int"),
 ])
-def test_truthfulqa_bad_question_names_file_and_index(tmp_path, bad_question, problem):
+def test_truthfulqa_unusable_question_is_skipped_with_its_reason(tmp_path, bad_question, reason, problem):
     path = write_json(tmp_path / "mc_task.json", [GOOD_MC, GOOD_MC, bad_question])
-    with pytest.raises(RecordError) as error:
-        load_truthfulqa_mc(path)
-    assert str(error.value).startswith(f"{path}: question[2]: ")
-    assert problem in str(error.value)
+    questions = load_truthfulqa_mc(path)
+    assert len(questions) == 2 and questions.positions == [0, 1] and questions.n_items == 3
+    [skip] = questions.skipped
+    assert (skip.index, skip.reason, skip.where) == (2, reason, f"{path}: question[2]")
+    assert problem in skip.detail
 
 
 def test_truthfulqa_bad_document(tmp_path):
@@ -111,67 +123,106 @@ def test_truthfulqa_bad_document(tmp_path):
 # ------------------------------------------------------------------------------------------ HH-RLHF
 
 CONTEXT = "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: What is 2+2?"
-
-
-def test_hh_multi_turn_pair():
-    pair = HHPair.from_dict({"chosen": CONTEXT + "\n\nAssistant: It is 4.", "rejected": CONTEXT + "\n\nAssistant: 5."})
-    assert pair == HHPair((Turn("user", "Hi there"), Turn("assistant", "Hello! How can I help?"),
-                           Turn("user", "What is 2+2?")), "It is 4.", "5.", contexts_differ=False)
+CONTEXT_TURNS = (Turn("user", "Hi there"), Turn("assistant", "Hello! How can I help?"), Turn("user", "What is 2+2?"))
 
 
 def test_hh_transcript_details():
-    # "Human:" inside a turn is text, not a turn boundary; an empty final Assistant turn is an empty response
+    # "Human:" inside a turn is text, not a turn boundary; an empty final Assistant turn is an empty turn
     assert parse_hh_transcript("\n\nHuman: Say 'Human: hi'\n\nAssistant: Human: hi") == (
         Turn("user", "Say 'Human: hi'"), Turn("assistant", "Human: hi"))
-    assert parse_hh_transcript("\n\nHuman: Anything?\n\nAssistant:") == (Turn("user", "Anything?"), Turn("assistant", ""))
+    assert parse_hh_transcript("\n\nHuman: Anything?\n\nAssistant:") == (Turn("user", "Anything?"),
+                                                                          Turn("assistant", ""))
     # multi-line turns keep their single newlines
     assert parse_hh_transcript("\n\nHuman: a\nb\n\nAssistant: c\nd")[1] == Turn("assistant", "c\nd")
+    with pytest.raises(SchemaError, match="must start with") as error:
+        parse_hh_transcript("Human: a\n\nAssistant: b")
+    assert error.value.reason == "prompt_not_starting_with_user_turn"
 
 
-def test_hh_contexts_differ_before_last_turn(tmp_path):
-    same = {"chosen": CONTEXT + "\n\nAssistant: 4", "rejected": CONTEXT + "\n\nAssistant: 22"}
-    differ = {"chosen": "\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken...\n\nHuman: Another\n\nAssistant: A",
-              "rejected": "\n\nHuman: Tell me a joke\n\nAssistant: No.\n\nHuman: Another\n\nAssistant: B"}
-    path = write_lines(tmp_path / "hh.jsonl", [same, differ])
-    pairs = load_hh_rlhf(path)
-    assert [p.contexts_differ for p in pairs] == [False, True]
-    # the chosen transcript's context is kept, and each side's own final response
-    assert pairs[1].context == (Turn("user", "Tell me a joke"), Turn("assistant", "Why did the chicken..."),
-                                Turn("user", "Another"))
-    assert (pairs[1].chosen, pairs[1].rejected) == ("A", "B")
-    with pytest.raises(RecordError, match=rf"^{path}:2: HHPair: .*differ before their final Assistant turn"):
-        load_hh_rlhf(path, on_mismatch="raise")
-    # a different number of context turns is a mismatch too
-    longer = {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: x\n\nHuman: y\n\nAssistant: c"}
-    assert HHPair.from_dict(longer).contexts_differ
-
-
-@pytest.mark.parametrize("bad_line, problem", [
-    ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b"', "invalid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ({"chosen": "\n\nHuman: a\n\nAssistant: b"}, "missing field 'rejected'"),
-    ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": 3}, "field 'rejected' must be a string"),
-    ({"chosen": "\n\nHuman: hello", "rejected": "\n\nHuman: a\n\nAssistant: b"}, "'chosen': transcript has no Assistant turn"),
-    ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c"},
-     "'rejected': transcript ends with a Human turn"),
-    ({"chosen": "Human: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}, "must start with"),
-    ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c", "prompt": "a"},
-     "unknown field 'prompt'"),
+@pytest.mark.parametrize("chosen, rejected, context, chosen_response, rejected_response", [
+    # the usual pair: same context, one final Assistant turn each
+    (CONTEXT + "\n\nAssistant: It is 4.", CONTEXT + "\n\nAssistant: 5.", CONTEXT_TURNS, "It is 4.", "5."),
+    # an extra Human turn inside a response is kept in it, verbatim
+    (CONTEXT + "\n\nAssistant: It is 4.\n\nHuman: Thanks!\n\nAssistant: Welcome.", CONTEXT + "\n\nAssistant: 5.",
+     CONTEXT_TURNS, "It is 4.\n\nHuman: Thanks!\n\nAssistant: Welcome.", "5."),
+    # transcripts that differ before the last turn: the prompt stops at the last shared Assistant marker
+    ("\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken...\n\nHuman: Another\n\nAssistant: A",
+     "\n\nHuman: Tell me a joke\n\nAssistant: No.\n\nHuman: Another\n\nAssistant: B",
+     (Turn("user", "Tell me a joke"),), "Why did the chicken...\n\nHuman: Another\n\nAssistant: A",
+     "No.\n\nHuman: Another\n\nAssistant: B"),
+    # responses that start alike are cut at the marker, not where they part
+    (CONTEXT + "\n\nAssistant: Sure, it is 4.", CONTEXT + "\n\nAssistant: Sure thing: 5.", CONTEXT_TURNS,
+     "Sure, it is 4.", "Sure thing: 5."),
+    # one transcript continues the other
+    (CONTEXT + "\n\nAssistant: 4", CONTEXT + "\n\nAssistant: 4\n\nHuman: Sure?\n\nAssistant: No, 5", CONTEXT_TURNS,
+     "4", "4\n\nHuman: Sure?\n\nAssistant: No, 5"),
+    # surrounding whitespace of a response is stripped
+    (CONTEXT + "\n\nAssistant:  It is 4.\n", CONTEXT + "\n\nAssistant:\n5.", CONTEXT_TURNS, "It is 4.", "5."),
 ])
-def test_hh_bad_line_names_file_and_line(tmp_path, bad_line, problem):
-    good = {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}
-    path = write_lines(tmp_path / "hh.jsonl", [good, "", bad_line])
-    with pytest.raises(RecordError) as error:
-        load_hh_rlhf(path)
-    assert str(error.value).startswith(f"{path}:3: ")
-    assert problem in str(error.value)
+def test_hh_split_rule(chosen, rejected, context, chosen_response, rejected_response):
+    assert split_hh_pair(chosen, rejected) == (context, chosen_response, rejected_response)
+    pair = HHPair.from_dict({"chosen": chosen, "rejected": rejected})
+    assert pair == HHPair(context, chosen_response, rejected_response)
+    assert pair.multi_turn == ("\n\nHuman:" in chosen_response + rejected_response)
 
 
-def test_hh_empty_file_and_bad_policy(tmp_path):
+@pytest.mark.parametrize("chosen, rejected, reason", [
+    (CONTEXT + "\n\nAssistant: 4", CONTEXT + "\n\nAssistant: 4", "identical_responses"),
+    (CONTEXT + "\n\nAssistant: 4", CONTEXT + "\n\nAssistant: 4 \n", "identical_responses"),
+    (CONTEXT + "\n\nAssistant: 4", CONTEXT + "\n\nAssistant:", "empty_response"),
+    (CONTEXT + "\n\nAssistant:  ", CONTEXT + "\n\nAssistant: 4", "empty_response"),
+    ("\n\nHuman: a\n\nAssistant: b", "\n\nHuman: x\n\nAssistant: b", "no_common_assistant_turn"),
+    ("\n\nHuman: a", "\n\nHuman: b", "no_common_assistant_turn"),
+    ("\n\nHuman: a\n\nAssistant: b\n\nAssistant: c", "\n\nHuman: a\n\nAssistant: b\n\nAssistant: d",
+     "prompt_not_ending_with_user_turn"),
+    ("Human: a\n\nAssistant: b", "Human: a\n\nAssistant: c", "prompt_not_starting_with_user_turn"),
+])
+def test_hh_unusable_pairs(chosen, rejected, reason):
+    with pytest.raises(SchemaError) as error:
+        split_hh_pair(chosen, rejected)
+    assert error.value.reason == reason
+
+
+def test_hh_file_skips_unusable_lines_and_counts_them(tmp_path):
+    good = {"chosen": CONTEXT + "\n\nAssistant: 4", "rejected": CONTEXT + "\n\nAssistant: 22"}
+    path = tmp_path / "hh.jsonl"
+    path.write_bytes(b"\n".join([
+        json.dumps(good).encode(),
+        b"",  # blank lines hold no item
+        b'{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b"',
+        b"[1, 2]",
+        json.dumps({"chosen": good["chosen"]}).encode(),
+        json.dumps({**good, "rejected": 3}).encode(),
+        json.dumps({**good, "prompt": "a"}).encode(),
+        json.dumps({**good, "rejected": good["chosen"]}).encode(),
+        b'{"chosen": "\xff", "rejected": "x"}',
+        json.dumps({**good, "rejected": CONTEXT + "\n\nAssistant: \ud800"}).encode(),
+        json.dumps(good).encode(),
+    ]) + b"\n")
+    pairs = load_hh_rlhf(path)
+    assert pairs == [HHPair(CONTEXT_TURNS, "4", "22")] * 2 and pairs.positions == [0, 9]
+    assert [(s.index, s.reason, s.where) for s in pairs.skipped] == [
+        (1, "invalid_json", f"{path}:3"), (2, "not_an_object", f"{path}:4"), (3, "missing_field", f"{path}:5"),
+        (4, "wrong_type", f"{path}:6"), (5, "unknown_field", f"{path}:7"), (6, "identical_responses", f"{path}:8"),
+        (7, "not_utf8", f"{path}:9"), (8, "lone_surrogate", f"{path}:10")]
+    assert pairs.skipped[6] == Skipped(7, "not_utf8", f"{path}:9", "not valid UTF-8 (byte 0xff at byte 13 of the "
+                                       "line); re-encode the file as UTF-8")
+    assert skip_counts(pairs.skipped) == {
+        "skipped_identical_responses": 1, "skipped_invalid_json": 1, "skipped_lone_surrogate": 1,
+        "skipped_missing_field": 1, "skipped_not_an_object": 1, "skipped_not_utf8": 1, "skipped_unknown_field": 1,
+        "skipped_wrong_type": 1}
+
+
+def test_hh_gzip_and_empty_files(tmp_path):
+    good = {"chosen": CONTEXT + "\n\nAssistant: 4", "rejected": CONTEXT + "\n\nAssistant: 22"}
+    with gzip.open(tmp_path / "hh.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(good) + "\n")
+    assert load_hh_rlhf(tmp_path / "hh.jsonl.gz") == [HHPair(CONTEXT_TURNS, "4", "22")]
+    (tmp_path / "plain.jsonl.gz").write_text(json.dumps(good) + "\n")
+    with pytest.raises(RecordError, match=rf"^{tmp_path / 'plain.jsonl.gz'}: not a readable gzip file"):
+        load_hh_rlhf(tmp_path / "plain.jsonl.gz")
     with pytest.raises(RecordError, match="no HHPair records"):
         load_hh_rlhf(write_lines(tmp_path / "hh.jsonl", []))
-    with pytest.raises(ValueError, match="on_mismatch"):
-        load_hh_rlhf(tmp_path / "hh.jsonl", on_mismatch="skip")
 
 
 # ------------------------------------------------------------------------------------------ Vicuna / MT-bench
@@ -187,22 +238,23 @@ def test_questions_load(tmp_path):
     assert (second.text, second.later_turns, second.reference) == ("a", ("b",), ("r1", "r2"))
 
 
-@pytest.mark.parametrize("bad_line, problem", [
-    ({**GOOD_Q, "question_id": "2"}, "'question_id' must be an integer"),
-    ({**GOOD_Q, "question_id": 1}, "question_id 1 already used at"),
-    ({"question_id": 2, "turns": ["x"]}, "missing field 'category'"),
-    ({**GOOD_Q, "question_id": 2, "turns": []}, "field 'turns' is empty"),
-    ({**GOOD_Q, "question_id": 2, "turns": "x"}, "'turns' must be a list of non-empty strings"),
-    ({**GOOD_Q, "question_id": 2, "turns": ["x", ""]}, "'turns' must be a list of non-empty strings"),
-    ({**GOOD_Q, "question_id": 2, "answer": "x"}, "unknown field 'answer'"),
-    ('{"question_id": 2,', "invalid JSON"),
+@pytest.mark.parametrize("bad_line, reason, problem", [
+    ({**GOOD_Q, "question_id": "2"}, "wrong_type", "'question_id' must be an integer"),
+    ({**GOOD_Q, "question_id": 1}, "duplicate_question_id", "question_id 1 already used at"),
+    ({"question_id": 2, "turns": ["x"]}, "missing_field", "missing field 'category'"),
+    ({**GOOD_Q, "question_id": 2, "turns": []}, "empty_field", "field 'turns' is empty"),
+    ({**GOOD_Q, "question_id": 2, "turns": "x"}, "wrong_type", "'turns' must be a list of non-empty strings"),
+    ({**GOOD_Q, "question_id": 2, "turns": ["x", ""]}, "wrong_type", "'turns' must be a list of non-empty strings"),
+    ({**GOOD_Q, "question_id": 2, "answer": "x"}, "unknown_field", "unknown field 'answer'"),
+    ('{"question_id": 2,', "invalid_json", "invalid JSON"),
 ])
-def test_questions_bad_line_names_file_and_line(tmp_path, bad_line, problem):
+def test_questions_unusable_line_is_skipped_with_its_reason(tmp_path, bad_line, reason, problem):
     path = write_lines(tmp_path / "q.jsonl", [GOOD_Q, bad_line])
-    with pytest.raises(RecordError) as error:
-        load_questions(path)
-    assert str(error.value).startswith(f"{path}:2: ")
-    assert problem in str(error.value)
+    questions = load_questions(path)
+    assert [q.question_id for q in questions] == [1]
+    [skip] = questions.skipped
+    assert (skip.index, skip.reason, skip.where) == (1, reason, f"{path}:2")
+    assert problem in skip.detail
 
 
 def test_vicuna_and_mt_bench_files():
@@ -223,5 +275,5 @@ def test_questions_reference_may_hold_empty_strings(tmp_path):
     # MT-bench gives some second turns no reference answer: an empty string keeps the turn alignment
     path = write_lines(tmp_path / "q.jsonl", [{**GOOD_Q, "turns": ["a", "b"], "reference": ["r1", ""]}])
     assert load_questions(path)[0].reference == ("r1", "")
-    with pytest.raises(RecordError, match="'reference' must be a list of strings"):
+    with pytest.raises(RecordError, match="all 1 skipped .*'reference' must be a list of strings"):
         load_questions(write_lines(tmp_path / "bad.jsonl", [{**GOOD_Q, "reference": "r1"}]))

@@ -56,3 +56,15 @@ def test_empty_file_and_missing_file(tmp_path):
         load_jsonl(write_lines(tmp_path / "empty.jsonl", []), Comparison)
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         load_jsonl(tmp_path / "nope.jsonl", Comparison)
+
+
+def test_gzip_round_trip(tmp_path):
+    records = [Comparison("p", "c", "r"), Comparison("p2", "c2", "r2", {"source": "x"})]
+    write_jsonl(tmp_path / "c.jsonl.gz", records)
+    assert (tmp_path / "c.jsonl.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip's magic number
+    assert load_jsonl(tmp_path / "c.jsonl.gz", Comparison) == records
+
+
+def test_demonstration_must_end_with_an_assistant_turn():
+    with pytest.raises(ValueError, match="must end with an assistant turn"):
+        Demonstration((Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c")))
