@@ -48,7 +48,7 @@ def expand_config_bases(argv: list[str]) -> list[str]:
 
 def tokenizer_of(source: ModelSource | dict) -> str:
     """The tokenizer directory of a model source: the DataModule tokenizes with the model's tokenizer."""
-    return (source if isinstance(source, ModelSource) else ModelSource(**dict(source))).tokenizer_dir
+    return ModelSource.of(source).tokenizer_dir
 
 
 class AlmostCLI(LightningCLI):

@@ -41,7 +41,7 @@ def main() -> None:
     L.seed_everything(args.seed, verbose=False)
     reward = reward_model_dir(args.size, args.models_root)
     model = PPOModule(
-        source={"path": f"{args.models_root}/{args.size}/policy"}, reward_model=reward, critic=reward,
+        source={"path": f"{args.models_root}/{args.size}/policy"}, reward=reward, critic=reward,
         max_new_tokens=args.response_length, temperature=1.0, top_p=1.0, ppo_epochs=args.ppo_epochs,
         minibatch_size=args.mini_batch, forward_batch_size=args.batch, policy_lr=args.lr, critic_lr=args.lr,
         clip=0.2, value_clip=0.2, gamma=1.0, lam=0.95, whiten_advantages=True, kl_coef=0.05,

@@ -27,15 +27,20 @@ sys.path.insert(0, str(ROOT))  # train.py
 
 
 def stage_settings(size: str) -> tuple[dict, int, int, str]:
-    """(arch, batch_size, max_length, precision) of ``pretrain_<size>.yaml``, its ``base`` chain resolved as
-    ``train.py`` does (the last config that sets a value wins)."""
-    from train import with_bases
+    """(arch, batch_size, max_length, precision) of ``pretrain_<size>.yaml`` as ``train.py`` resolves it (base
+    chain, class defaults), read from ``train.py fit --print_config``."""
+    import contextlib
+    import io
 
-    configs = [yaml.safe_load(Path(path).read_text()) for path in with_bases(str(CONFIGS / f"pretrain_{size}.yaml"))[1::2]]
-    precision = [c["trainer"]["precision"] for c in configs if "precision" in c.get("trainer", {})][-1]
-    stage = configs[-1]
-    data = stage["data"]["init_args"]
-    return stage["model"]["init_args"]["source"]["arch"], data["batch_size"], data["max_length"], str(precision)
+    import train
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        train.main(["fit", "--config", str(CONFIGS / f"pretrain_{size}.yaml"), "--print_config"])
+    config = yaml.safe_load(out.getvalue())
+    data = config["data"]["init_args"]
+    arch = config["model"]["init_args"]["source"]["arch"]
+    return arch, data["batch_size"], data["max_length"], str(config["trainer"]["precision"])
 
 
 def step_seconds(arch: dict, batch_size: int, length: int, bf16: bool, steps: int, vocab_size: int) -> tuple[float, int]:

@@ -10,9 +10,10 @@ import torch
 from lightning.fabric.utilities.seed import reset_seed
 from torch import nn
 
-from almost.distributed import full_state_dict, shard_model
+from almost.distributed import shard_model
 from almost.models import ModelSource, load_tokenizer
 from almost.schedule import warmup_cosine
+from lit_models.export import export_pretrained
 
 
 class TrainingStage(L.LightningModule):
@@ -39,7 +40,7 @@ class TrainingStage(L.LightningModule):
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.source = source if isinstance(source, ModelSource) else ModelSource(**source)
+        self.source = ModelSource.of(source)
         self.save_hyperparameters(ignore=["source"])
         self.hparams["source"] = asdict(self.source)  # plain data, so checkpoints load with weights_only
         self.tokenizer = load_tokenizer(self.source)
@@ -81,6 +82,7 @@ class TrainingStage(L.LightningModule):
         # re-seed here (from `seed_everything`, if set) so fresh weights are the same under any strategy.
         reset_seed()
         net = self.build_network()
+        net.train()  # from_pretrained leaves a model in eval mode: no dropout, and no gradient checkpointing
         if self.hparams.gradient_checkpointing:
             for module in net.modules():
                 if hasattr(module, "gradient_checkpointing_enable"):
@@ -121,11 +123,5 @@ class TrainingStage(L.LightningModule):
             self.export(self.hparams.export_dir)
 
     def export(self, directory: str | Path) -> None:
-        """Save the full (unsharded) model and the tokenizer in Hugging Face format. Collective under FSDP."""
-        state = full_state_dict(self.net)  # every rank takes part; rank 0 gets the weights
-        if self.global_rank == 0:
-            net = self.empty_network_like()
-            net.load_state_dict(state)
-            net.save_pretrained(str(directory))
-            self.tokenizer.save_pretrained(str(directory))
-        self.trainer.strategy.barrier("export")
+        """Save the trained model, tokenizer and chat template in Hugging Face format (``lit_models.export``)."""
+        export_pretrained(self, self.net, directory, self.tokenizer, self.empty_network_like)

@@ -1,20 +1,21 @@
-"""RLSF, the last stage of ALMoST (Kim et al. 2023, arXiv:2305.13735, section 2.3): PPO against the
-reward model, maximising ``E[r(x, y) - beta * log(pi(y|x) / rho(y|x))]`` with ``rho`` the frozen SFT policy.
+"""RLSF, the last stage of ALMoST (Kim et al. 2023, arXiv:2305.13735, section 2.3): PPO against a reward,
+maximising ``E[r(x, y) - beta * log(pi(y|x) / rho(y|x))]`` with ``rho`` the frozen SFT policy.
 
-The math lives in ``almost.ppo`` (pure functions); this module orchestrates one rollout per training batch.
+The math lives in ``almost.ppo`` (losses, GAE, KL controllers) and ``almost.rollout`` (the rollout container and
+its token positions); this module orchestrates one rollout per training batch, in the steps of the paper's
+PPO: 1. sample, 2. score, 3. log-probs, values, KL-penalised rewards and advantages, 4. PPO epochs x
+minibatches, 5. statistics and the KL controller, 6. log.
 
-Positions. A rollout row is ``[query (P, left-padded) | response (T, right-padded after EOS)]``; response
-token ``t`` sits at sequence position ``P + t`` and is predicted by the logits at ``P + t - 1`` (``P - 1`` is
-the last prompt token, never padding, because prompts are left-padded). The critic's value of token ``t`` is
-``V(s_t)``, read at that same position ``P + t - 1``: the value of the state whose next action is token ``t``.
-The value at the last real token itself (the state after the episode ended) is never used: GAE takes it as 0.
+The reward is any ``almost.scorers.Scorer``. A reward model that shares the policy's tokenizer and chat template
+scores the rollout's token ids directly (and is sharded with the other networks under FSDP2); any other scorer
+(the sandbox oracle, an LLM judge, a reward model with its own tokenizer) gets the decoded answers.
 
 Steps. Lightning counts every ``step()`` of each of the two optimizers (policy, critic) in ``global_step``,
 so one rollout advances it by ``2 * ppo_epochs * ceil(ceil(B / minibatch_size) / gradient_accumulation_steps)``.
 Bound PPO runs in rollouts with ``max_epochs`` and ``limit_train_batches`` (one batch = one rollout), not
 ``max_steps``; ``rollouts_done`` counts rollouts and is saved in checkpoints.
 
-Resuming. Checkpoints hold the four networks, both optimizers, the KL controller, the reward moments and
+Resuming. Checkpoints hold the networks, both optimizers, the KL controller, the reward moments and
 ``rollouts_done``; sampling and minibatch shuffling are seeded from ``(seed, rank, rollouts_done)`` and leave
 the global RNG alone. A run resumed from an end-of-epoch checkpoint therefore repeats the uninterrupted
 trajectory (tested). Mid-epoch, Lightning restarts a plain ``DataLoader`` at the start of the epoch, so the
@@ -26,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,95 +37,18 @@ from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from almost.batching import position_ids_from_mask
-from almost.distributed import full_state_dict, is_sharded, shard_model
-from almost.models import ModelSource, RewardModel, build_causal_lm, load_tokenizer
-from almost.ppo import (AdaptiveKLController, FixedKLController, Rollout, RunningMoments, entropy_from_logits,
-                        explained_variance, gae_advantages, kl_estimate, logprobs_from_logits, masked_whiten,
+from almost.distributed import is_sharded, shard_model
+from almost.logprobs import token_logprobs
+from almost.models import ModelSource, RewardModel, build_causal_lm, disable_dropout, load_tokenizer
+from almost.ppo import (AdaptiveKLController, FixedKLController, PPOStats, RolloutStats, RunningMoments, as_metrics,
+                        entropy_from_logits, explained_variance, gae_advantages, kl_estimate, masked_whiten,
                         per_token_rewards, policy_loss, value_loss)
+from almost.rollout import (Rollout, ends_with_eos, response_logits, response_logprobs, response_mask_from_ids,
+                            response_values, sequence_kl, shape_scores)
+from almost.scorers import RewardModelScorer, Scorer, resolve_template
+from lit_models.export import export_pretrained
 
 VALIDATION_SEED_OFFSET = 2**40  # validation samples from its own seed stream, the same at every evaluation
-
-
-def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """``(B, T)`` generated ids -> ``(B, T)`` long mask: 1 up to and including the first EOS, 0 after it.
-
-    A row without EOS (cut by ``max_new_tokens``) is all ones. Works whether the padding id equals EOS or not.
-    """
-    is_eos = (response_ids == eos_token_id).long()
-    eos_before = is_eos.cumsum(-1) - is_eos  # EOS tokens strictly before position t
-    return (eos_before == 0).long()
-
-
-def ends_with_eos(response_ids: torch.Tensor, response_mask: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """``(B,)`` bool: the response's last real token is EOS (it finished within ``max_new_tokens``)."""
-    return ((response_ids == eos_token_id) & response_mask.bool()).any(-1)
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Zero every dropout probability: the first PPO minibatch must see ``pi == pi_old`` (ratio 1), and
-    rollout, scoring and updates must see the same function whatever the module's train/eval mode."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):  # transformers attention modules
-            module.attention_dropout = 0.0
-
-
-@dataclass(frozen=True)
-class Responses:
-    """Step 1 of a rollout: one sampled response per prompt. ``P`` prompt length, ``T`` response length.
-
-    :class:`almost.ppo.Rollout` has the same first four fields: ``response_logits`` and ``response_values`` take
-    either.
-    """
-
-    query_ids: torch.Tensor  # (B, P) prompt token ids, left-padded
-    query_mask: torch.Tensor  # (B, P) 1 = real prompt token
-    response_ids: torch.Tensor  # (B, T) generated ids, the pad id after the first EOS
-    response_mask: torch.Tensor  # (B, T) 1 up to and including the first EOS (see response_mask_from_ids)
-    logprobs: torch.Tensor | None = None  # (B, T) log pi(token) from the sampling pass, sampling temperature
-
-    def rows(self, index: torch.Tensor) -> Responses:
-        """The rows ``index`` ``(b,)`` of every field."""
-        return Responses(self.query_ids[index], self.query_mask[index], self.response_ids[index],
-                         self.response_mask[index], None if self.logprobs is None else self.logprobs[index])
-
-
-def join_sequences(batch: Responses | Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` ``(B, P + T)`` of ``[prompt | response]``: padding only at the two ends,
-    so that positions counted over real tokens (``position_ids_from_mask``) are those of generation."""
-    return (torch.cat([batch.query_ids, batch.response_ids], 1), torch.cat([batch.query_mask, batch.response_mask], 1))
-
-
-@dataclass(frozen=True)
-class RolloutStats:
-    """Scalars of one rollout (this process), logged as ``rollout/<name>``."""
-
-    score: torch.Tensor  # mean reward-model score, before the EOS penalty, normalisation and clipping
-    reward_total: torch.Tensor  # mean over rows of sum_t r_t (shaped score + KL penalty)
-    kl: torch.Tensor  # mean over rows of sum_t (log pi - log rho): the sequence KL (k1 estimate)
-    response_length: torch.Tensor  # mean number of real response tokens (EOS included)
-    no_eos_fraction: torch.Tensor  # share of responses cut by max_new_tokens
-
-
-@dataclass(frozen=True)
-class PPOStats:
-    """Scalars of one rollout's PPO epochs (this process, mean over minibatches), logged as ``ppo/<name>``."""
-
-    policy_loss: torch.Tensor
-    value_loss: torch.Tensor
-    entropy: torch.Tensor  # of the sampling distribution softmax(logits / temperature)
-    clipfrac: torch.Tensor
-    approx_kl: torch.Tensor  # KL(pi_old || pi) over the update, k2 estimate
-    value_clipfrac: torch.Tensor
-    explained_variance: torch.Tensor  # of the returns by the rollout's values (before the update)
-    policy_grad_norm: torch.Tensor  # before clipping
-    critic_grad_norm: torch.Tensor
-
-
-def _as_metrics(stats: RolloutStats | PPOStats, prefix: str) -> dict[str, torch.Tensor]:
-    return {f"{prefix}/{f.name}": getattr(stats, f.name).detach().float() for f in fields(stats)}
 
 
 class PPOModule(L.LightningModule):
@@ -136,9 +60,10 @@ class PPOModule(L.LightningModule):
     Args:
         source: the SFT policy to start from (named ``source`` like every stage so that ``train.py`` links its
             tokenizer to the DataModule). The reference policy ``rho`` is a frozen copy of it.
-        reward_model: directory of a saved ``RewardModel`` (frozen); it must share the policy's tokenizer.
-        critic: directory of a ``RewardModel`` (or a causal LM: new head) to start the critic from; default
-            ``reward_model``. The critic gives per-token values.
+        reward: the scorer of each answer (``almost.scorers.Scorer``, chosen by ``class_path``), or the directory
+            of a saved reward model (a ``RewardModelScorer`` with its defaults). Every answer must get a score.
+        critic: directory of a ``RewardModel`` (or a causal LM: new head) to start the critic from; default the
+            reward model's directory (required when the reward is not a reward model). It gives per-token values.
         max_new_tokens, temperature, top_p: sampling (top-k off). Log-probs are those of
             ``softmax(logits / temperature)``; with ``top_p < 1`` the sampler differs slightly from that.
         recompute_logprobs: take the rollout policy's log-probs from a separate forward pass over the finished
@@ -177,7 +102,7 @@ class PPOModule(L.LightningModule):
     def __init__(
         self,
         source: ModelSource,
-        reward_model: str,
+        reward: Scorer | str,
         critic: str | None = None,
         max_new_tokens: int = 64,
         temperature: float = 1.0,
@@ -215,9 +140,14 @@ class PPOModule(L.LightningModule):
         if min(ppo_epochs, minibatch_size, gradient_accumulation_steps, max_new_tokens, forward_batch_size or 1) < 1:
             raise ValueError("ppo_epochs, minibatch_size, forward_batch_size, gradient_accumulation_steps and "
                              "max_new_tokens must be >= 1")
-        self.source = source if isinstance(source, ModelSource) else ModelSource(**source)
-        self.save_hyperparameters(ignore=["source"])
+        self.source = ModelSource.of(source)
+        self.reward = RewardModelScorer(reward) if isinstance(reward, str) else reward
+        if critic is None and not isinstance(self.reward, RewardModelScorer):
+            raise ValueError(f"PPOModule: the reward {type(self.reward).__name__} is not a reward model: set critic "
+                             "(a reward model or causal LM directory to start the value network from)")
+        self.save_hyperparameters(ignore=["source", "reward"])
         self.hparams["source"] = asdict(self.source)  # plain data, so checkpoints load with weights_only
+        self.hparams["reward"] = self.reward.describe()
         self.automatic_optimization = False
         self.tokenizer = load_tokenizer(self.source)
         self.kl_controller = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if kl_target is not None
@@ -227,7 +157,7 @@ class PPOModule(L.LightningModule):
         # built in configure_model, once
         self.policy: nn.Module | None = None  # trainable (a PeftModel with LoRA)
         self.reference: nn.Module | None = None  # frozen copy of the initial policy; None with LoRA
-        self.reward_net: RewardModel | None = None  # frozen
+        self.reward_net: RewardModel | None = None  # frozen; the token path of a reward-model reward, else None
         self.critic: RewardModel | None = None  # trainable
         # with ``compile``: the compiled forwards of policy LM and critic the PPO update calls, by name (a plain
         # dict of functions, so that no network is registered twice)
@@ -246,15 +176,13 @@ class PPOModule(L.LightningModule):
         reset_seed()  # as in TrainingStage: fresh weights (``source.arch``) equal under every strategy
         hp = self.hparams
         policy = build_causal_lm(self.source, self.tokenizer)
-        reward_source = ModelSource(path=hp.reward_model, dtype=self.source.dtype)
-        reward_net = RewardModel.build(reward_source, self.tokenizer)
-        critic = RewardModel.build(ModelSource(path=hp.critic, dtype=self.source.dtype) if hp.critic else reward_source,
+        self.check_inputs(policy)
+        reward_net = self.token_path_reward_model(policy)
+        critic = RewardModel.build(ModelSource(path=hp.critic or self.reward.path, dtype=self.source.dtype),
                                    self.tokenizer)
-        if reward_net.backbone.config.vocab_size != policy.config.vocab_size:
-            raise ValueError(f"reward model vocabulary ({reward_net.backbone.config.vocab_size}) differs from the "
-                             f"policy's ({policy.config.vocab_size}): they must share one tokenizer")
         reference = None if hp.lora else copy.deepcopy(policy).requires_grad_(False)
-        reward_net.requires_grad_(False)
+        if reward_net is not None:
+            reward_net.requires_grad_(False)
         if hp.lora:
             from peft import LoraConfig, get_peft_model
 
@@ -276,6 +204,34 @@ class PPOModule(L.LightningModule):
                 raise ValueError("PPOModule(compile=True) runs in a single process without LoRA")
             self.compiled = {"policy": torch.compile(self.policy_lm.forward), "critic": torch.compile(critic.forward)}
 
+    def token_path_reward_model(self, policy: nn.Module) -> RewardModel | None:
+        """The reward model to score token ids with, when the reward is one that reads the policy's ids as they
+        are (same vocabulary and chat template); None when answers must be decoded for the scorer."""
+        if not isinstance(self.reward, RewardModelScorer):
+            return None
+        net = RewardModel.from_pretrained(self.reward.path, dtype=self.source.dtype)
+        same_vocabulary = net.backbone.config.vocab_size == policy.config.vocab_size
+        return net if same_vocabulary and self.reward.template == self.data_template() else None
+
+    def data_template(self):
+        """The chat template the prompts are rendered with (the DataModule's)."""
+        from almost.chat import ChatTemplate
+
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        return getattr(datamodule, "template", ChatTemplate())
+
+    def check_inputs(self, policy: nn.Module) -> None:
+        """Before any rollout: the prompts are rendered in the template the policy was trained with, and prompts
+        plus responses fit in the policy's positions."""
+        if self.source.path is not None:
+            resolve_template(self.source.path, self.data_template())  # raises on a template the policy never saw
+        limit = getattr(policy.config, "max_position_embeddings", None)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        prompt_length = getattr(getattr(datamodule, "hparams", None), "max_length", None)
+        if limit is not None and prompt_length is not None and prompt_length + self.hparams.max_new_tokens > limit:
+            raise ValueError(f"PPO: prompts of up to {prompt_length} tokens (data max_length) plus max_new_tokens "
+                             f"{self.hparams.max_new_tokens} exceed the policy's max_position_embeddings ({limit})")
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         policy_params = [p for p in self.policy.parameters() if p.requires_grad]  # the adapter only, with LoRA
         return [torch.optim.AdamW(policy_params, lr=self.hparams.policy_lr, fused=True),  # one kernel per step
@@ -289,48 +245,46 @@ class PPOModule(L.LightningModule):
                            "bound PPO in rollouts with max_epochs and limit_train_batches instead.")
 
     # --- the PPO step -------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        query_ids, query_mask = batch["input_ids"], batch["attention_mask"]
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         seed = self.sample_seed(self.rollouts_done)
         with self.rollout_mode():
-            # 1. rollout: sample a response per prompt with the current policy
-            responses = self.generate_responses(query_ids, query_mask, seed)
-            finished = ends_with_eos(responses.response_ids, responses.response_mask, self.tokenizer.eos_token_id)
-            # 2. score: reward model at the last real token, then EOS penalty / normalisation / clipping
-            rm_scores = self.score_responses(responses)
-            scores = self.shape_scores(rm_scores, finished)
+            # 1. sample a response per prompt with the current policy
+            rollout = self.sample(batch["input_ids"], batch["attention_mask"], seed)
+            finished = ends_with_eos(rollout.response_ids, rollout.response_mask, self.tokenizer.eos_token_id)
+            # 2. score each answer, then EOS penalty / running standardisation / clipping
+            raw_scores = self.score_responses(rollout, batch.get("prompts"))
+            rollout = replace(rollout, scores=self.shape_scores(raw_scores, finished))
             # 3. log-probs (policy, reference), values, KL, per-token rewards, GAE advantages
-            rollout = self.make_rollout(responses, scores)
+            rollout = self.make_rollout(rollout)
         # 4. PPO epochs x shuffled minibatches
         ppo_stats = self.ppo_update(rollout, seed)
         # 5. statistics over all processes, then the KL controller (same coefficient on every process)
-        rollout_stats = self.rollout_stats(rollout, rm_scores, finished)
-        metrics = self.reduce_metrics({**_as_metrics(rollout_stats, "rollout"), **_as_metrics(ppo_stats, "ppo")})
+        rollout_stats = self.rollout_stats(rollout, raw_scores, finished)
+        metrics = self.reduce_metrics({**as_metrics(rollout_stats, "rollout"), **as_metrics(ppo_stats, "ppo")})
         metrics["ppo/kl_coef"] = torch.tensor(self.kl_controller.value)  # the coefficient this rollout used
         self.kl_controller.update(metrics["rollout/kl"].item(), n_steps=rollout.batch_size * self.trainer.world_size)
         self.rollouts_done += 1
         # 6. log
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=rollout.batch_size)
-        self.log_samples(rollout, rm_scores)
-        return {"response_length": rollout.response_mask.sum(-1), "score": rm_scores}  # this process's rows
+        self.log_samples(rollout, raw_scores)
+        return {"response_length": rollout.response_mask.sum(-1), "score": raw_scores}  # this process's rows
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Held-out prompts, sampled with a fixed seed per batch: score, KL to the reference, length."""
         seed = VALIDATION_SEED_OFFSET + self.sample_seed(batch_idx)
         with self.rollout_mode():
-            responses = self.generate_responses(batch["input_ids"], batch["attention_mask"], seed)
-            scores = self.score_responses(responses)
-            logprobs, ref_logprobs, _ = self.evaluate(responses, values=False)
-        response_mask = responses.response_mask
-        kl = torch.where(response_mask.bool(), kl_estimate(logprobs, ref_logprobs), 0).sum(-1)
-        finished = ends_with_eos(responses.response_ids, response_mask, self.tokenizer.eos_token_id)
+            rollout = self.sample(batch["input_ids"], batch["attention_mask"], seed)
+            scores = self.score_responses(rollout, batch.get("prompts"))
+            logprobs, ref_logprobs, _ = self.evaluate(rollout, values=False)
+        response_mask = rollout.response_mask
+        finished = ends_with_eos(rollout.response_ids, response_mask, self.tokenizer.eos_token_id)
         log = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=response_mask.shape[0])
         self.log("val/score", scores.mean(), prog_bar=True, **log)
-        self.log("val/kl", kl.mean(), **log)
+        self.log("val/kl", sequence_kl(logprobs, ref_logprobs, response_mask).mean(), **log)
         self.log("val/response_length", response_mask.sum(-1).float().mean(), **log)
         self.log("val/no_eos_fraction", (~finished).float().mean(), **log)
 
-    # --- 1. rollout ---------------------------------------------------------------------------
+    # --- 1. sample ----------------------------------------------------------------------------
     def sample_seed(self, index: int) -> int:
         """Seed of rollout (or validation batch) ``index`` on this process: distinct per process and index."""
         return self.hparams.seed + self.global_rank + self.trainer.world_size * index
@@ -349,8 +303,9 @@ class PPOModule(L.LightningModule):
             for net, mode in zip(nets, modes):
                 net.train(mode)
 
-    def generate_responses(self, query_ids: torch.Tensor, query_mask: torch.Tensor, seed: int) -> Responses:
-        """Sample one response per left-padded prompt ``(B, P)`` with the KV cache; ``T <= max_new_tokens``."""
+    def sample(self, query_ids: torch.Tensor, query_mask: torch.Tensor, seed: int) -> Rollout:
+        """One response per left-padded prompt ``(B, P)``, sampled with the KV cache; ``T <= max_new_tokens``.
+        The rollout carries the sampling pass's log-probs unless ``recompute_logprobs``."""
         from transformers import GenerationConfig
 
         hp, tokenizer = self.hparams, self.tokenizer
@@ -370,47 +325,41 @@ class PPOModule(L.LightningModule):
         response_ids = output.sequences[:, query_ids.shape[1]:]  # (B, T)
         logprobs = None
         if not hp.recompute_logprobs:  # the raw logits of every sampling step, before temperature and top-p
-            logprobs = logprobs_from_logits(torch.stack(output.logits, 1), response_ids, hp.temperature)  # (B, T)
+            logprobs = token_logprobs(torch.stack(output.logits, 1), response_ids, hp.temperature)  # (B, T)
         response_mask = response_mask_from_ids(response_ids, tokenizer.eos_token_id)
         response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
-        return Responses(query_ids, query_mask, response_ids, response_mask, logprobs)
+        return Rollout(query_ids, query_mask, response_ids, response_mask, logprobs)
 
     # --- 2. score -----------------------------------------------------------------------------
-    def score_responses(self, responses: Responses) -> torch.Tensor:
-        """Reward-model score ``(B,)`` of each ``[prompt | response]``, read at its last real token (the EOS, or
-        the last token of a cut response). Override for a scripted reward (tests)."""
-        return self.reward_net.score(*join_sequences(responses)).float()
+    def score_responses(self, rollout: Rollout, prompts: list[str] | None) -> torch.Tensor:
+        """The reward's score ``(B,)`` of each answer: a reward model sharing the policy's ids reads
+        ``[prompt | response]`` at its last real token (the EOS, or the last token of a cut response); any other
+        scorer gets ``prompts`` (the DataModule's texts) and the decoded answers."""
+        if self.reward_net is not None:
+            return self.reward_net.score(*rollout.sequences()).float()
+        if prompts is None:
+            raise ValueError(f"PPO: the reward {type(self.reward).__name__} scores text, but the batches carry no "
+                             "'prompts' (use data_modules.PromptDataModule)")
+        answers = [self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
+                   for ids, mask in zip(rollout.response_ids, rollout.response_mask)]
+        scores = self.reward.score(list(prompts), answers)
+        if any(s is None for s in scores):
+            raise ValueError(f"PPO: the reward {type(self.reward).__name__} could not score "
+                             f"{sum(s is None for s in scores)} of {len(scores)} answers; a PPO reward must score all")
+        return torch.tensor(scores, dtype=torch.float32, device=self.device)
 
     def shape_scores(self, scores: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` scores -> the scores the rewards use: EOS penalty, then running standardisation, then clip."""
+        """``almost.rollout.shape_scores`` with this run's settings; the running moments (all processes) take in
+        the scores after the EOS penalty, before they standardise them."""
         hp = self.hparams
-        if hp.missing_eos_penalty is not None:
-            scores = torch.where(finished, scores, torch.full_like(scores, hp.missing_eos_penalty))
+        scores = shape_scores(scores, finished, hp.missing_eos_penalty)
+        mean_std = None
         if hp.normalize_rewards:
             self.reward_moments.update(self.all_gather(scores))  # every process keeps the same moments
-            scores = (scores - self.reward_moments.mean) / self.reward_moments.std
-        if hp.reward_clip is not None:
-            scores = scores.clamp(-hp.reward_clip, hp.reward_clip)
-        return scores
+            mean_std = (self.reward_moments.mean, self.reward_moments.std)
+        return shape_scores(scores, finished, mean_std=mean_std, clip=hp.reward_clip)
 
     # --- 3. log-probs, values, advantages -----------------------------------------------------
-    @staticmethod
-    def response_logits(lm: nn.Module, responses: Responses | Rollout) -> torch.Tensor:
-        """Logits ``(B, T, V)`` that predict each response token: sequence positions ``P - 1 .. P + T - 2``.
-        Positions count real tokens only (as in generation); only the last ``T + 1`` positions reach the LM head."""
-        input_ids, attention_mask = join_sequences(responses)
-        positions = position_ids_from_mask(attention_mask)
-        logits = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False,
-                    logits_to_keep=responses.response_ids.shape[1] + 1).logits  # (B, T + 1, V)
-        return logits[:, :-1]  # (B, T, V)
-
-    def response_values(self, responses: Responses | Rollout, critic: Callable[..., Any] | None = None) -> torch.Tensor:
-        """Critic values ``(B, T)``: entry ``t`` is ``V(s_t)`` read at position ``P + t - 1`` (before token ``t``).
-        ``critic``: what to call instead of ``self.critic`` (its compiled forward in the PPO update)."""
-        n_query, n_response = responses.query_ids.shape[1], responses.response_ids.shape[1]
-        input_ids, attention_mask = join_sequences(responses)
-        return (critic or self.critic)(input_ids, attention_mask)[:, n_query - 1:n_query + n_response - 1]  # (B, T)
-
     @contextmanager
     def reference_policy(self) -> Iterator[nn.Module]:
         """The frozen SFT policy rho: the reference copy, or under LoRA the policy with its adapter disabled."""
@@ -420,36 +369,35 @@ class PPOModule(L.LightningModule):
             with self.policy.disable_adapter():
                 yield self.policy_lm
 
-    def evaluate(self, responses: Responses,
+    def evaluate(self, rollout: Rollout,
                  values: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(logprobs, ref_logprobs, values)``, each ``(B, T)``, in chunks of ``forward_batch_size`` rows. The
-        policy's log-probs are those of the sampling pass when ``responses`` carries them."""
+        policy's log-probs are those of the sampling pass when the rollout carries them."""
         temperature, parts = self.hparams.temperature, []
-        n_rows = len(responses.query_ids)
+        n_rows = rollout.batch_size
         for rows in torch.arange(n_rows, device=self.device).split(self.hparams.forward_batch_size or n_rows):
-            chunk = responses.rows(rows)
+            chunk = rollout.rows(rows)
             logprobs = chunk.logprobs
             if logprobs is None:
-                logprobs = logprobs_from_logits(self.response_logits(self.policy_lm, chunk), chunk.response_ids,
-                                                temperature)
+                logprobs = response_logprobs(self.policy_lm, chunk, temperature)
             with self.reference_policy() as reference:
-                ref_logits = self.response_logits(reference, chunk)
-            ref_logprobs = logprobs_from_logits(ref_logits, chunk.response_ids, temperature)
-            parts.append((logprobs, ref_logprobs, self.response_values(chunk) if values else None))
+                ref_logprobs = response_logprobs(reference, chunk, temperature)
+            parts.append((logprobs, ref_logprobs, response_values(self.critic, chunk) if values else None))
         logprobs, ref_logprobs, chunk_values = zip(*parts)
         return torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(chunk_values) if values else None
 
-    def make_rollout(self, responses: Responses, scores: torch.Tensor) -> Rollout:
-        """The rollout with rewards ``-kl_coef * kl_t`` (+ score at the end), GAE advantages and returns."""
-        hp, mask = self.hparams, responses.response_mask
-        logprobs, ref_logprobs, values = self.evaluate(responses)
+    def make_rollout(self, rollout: Rollout) -> Rollout:
+        """The scored rollout with its log-probs, values, rewards ``-kl_coef * kl`` (+ score at the end), GAE
+        advantages and returns."""
+        hp, mask = self.hparams, rollout.response_mask
+        logprobs, ref_logprobs, values = self.evaluate(rollout)
         kl = kl_estimate(logprobs, ref_logprobs)  # (B, T), k1: log pi - log rho
-        rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
+        rewards = per_token_rewards(rollout.scores, kl, mask, self.kl_controller.value)
         advantages, returns = gae_advantages(rewards, values, mask, hp.gamma, hp.lam)
         if hp.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
-        return Rollout(responses.query_ids, responses.query_mask, responses.response_ids, mask, logprobs, ref_logprobs,
-                       values, scores, rewards=rewards, advantages=advantages, returns=returns)
+        return replace(rollout, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards,
+                       advantages=advantages, returns=returns)
 
     # --- 4. PPO epochs x minibatches ----------------------------------------------------------
     def ppo_update(self, rollout: Rollout, seed: int) -> PPOStats:
@@ -465,10 +413,10 @@ class PPOModule(L.LightningModule):
             for start in range(0, len(minibatches), hp.gradient_accumulation_steps):
                 group = minibatches[start:start + hp.gradient_accumulation_steps]
                 for indices in group:
-                    mb = rollout.minibatch(indices)
-                    logits = self.response_logits(self.compiled.get("policy", self.policy_lm), mb)  # (b, T, V)
-                    mb_logprobs = logprobs_from_logits(logits, mb.response_ids, hp.temperature)
-                    mb_values = self.response_values(mb, self.compiled.get("critic"))
+                    mb = rollout.rows(indices)
+                    logits = response_logits(self.compiled.get("policy", self.policy_lm), mb)  # (b, T, V)
+                    mb_logprobs = token_logprobs(logits, mb.response_ids, hp.temperature)
+                    mb_values = response_values(self.compiled.get("critic", self.critic), mb)
                     pg_loss, pg_stats = policy_loss(mb_logprobs, mb.logprobs, mb.advantages, mb.response_mask, hp.clip)
                     vf_loss, vf_stats = value_loss(mb_values, mb.values, mb.returns, mb.response_mask, hp.value_clip)
                     self.manual_backward((pg_loss + vf_loss) / len(group))
@@ -493,11 +441,11 @@ class PPOModule(L.LightningModule):
         return (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).detach()
 
     # --- 5./6. statistics and logging ---------------------------------------------------------
-    def rollout_stats(self, rollout: Rollout, rm_scores: torch.Tensor, finished: torch.Tensor) -> RolloutStats:
-        """This process's rollout scalars; ``rm_scores`` and ``finished`` ``(B,)``."""
+    def rollout_stats(self, rollout: Rollout, raw_scores: torch.Tensor, finished: torch.Tensor) -> RolloutStats:
+        """This process's rollout scalars; ``raw_scores`` (before shaping) and ``finished`` ``(B,)``."""
         mask = rollout.response_mask.bool()
-        kl = torch.where(mask, kl_estimate(rollout.logprobs, rollout.ref_logprobs), 0).sum(-1)  # (B,)
-        return RolloutStats(score=rm_scores.mean(), reward_total=torch.where(mask, rollout.rewards, 0).sum(-1).mean(),
+        kl = sequence_kl(rollout.logprobs, rollout.ref_logprobs, mask)  # (B,)
+        return RolloutStats(score=raw_scores.mean(), reward_total=torch.where(mask, rollout.rewards, 0).sum(-1).mean(),
                             kl=kl.mean(), response_length=mask.sum(-1).float().mean(),
                             no_eos_fraction=(~finished).float().mean())
 
@@ -506,7 +454,7 @@ class PPOModule(L.LightningModule):
         stacked = self.trainer.strategy.reduce(torch.stack(list(metrics.values())), reduce_op="mean")
         return dict(zip(metrics, stacked.cpu()))
 
-    def log_samples(self, rollout: Rollout, rm_scores: torch.Tensor) -> None:
+    def log_samples(self, rollout: Rollout, raw_scores: torch.Tensor) -> None:
         """Every ``log_samples_every_n_rollouts`` rollouts, a few prompts and responses as TensorBoard text."""
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -520,7 +468,7 @@ class PPOModule(L.LightningModule):
             prompt = self.tokenizer.decode(rollout.query_ids[i][rollout.query_mask[i].bool()], skip_special_tokens=True)
             response = self.tokenizer.decode(rollout.response_ids[i][rollout.response_mask[i].bool()])
             cells = [text.replace("|", "\\|").replace("\n", "<br>") for text in (prompt, response)]
-            rows.append(f"| {cells[0]} | {cells[1]} | {rm_scores[i].item():.3f} |")
+            rows.append(f"| {cells[0]} | {cells[1]} | {raw_scores[i].item():.3f} |")
         self.logger.experiment.add_text("rollout/samples", "\n".join(rows), global_step=self.rollouts_done)
 
     # --- checkpoints and export ---------------------------------------------------------------
@@ -540,21 +488,9 @@ class PPOModule(L.LightningModule):
             self.export(self.hparams.export_dir)
 
     def export(self, directory: str | Path) -> None:
-        """Save the full policy (LoRA merged into the weights) and the tokenizer in HF format. Collective under FSDP."""
+        """Save the full policy (LoRA merged into the weights), tokenizer and chat template (``lit_models.export``)."""
         from transformers import AutoModelForCausalLM
 
-        state = full_state_dict(self.policy_lm)  # every rank takes part; rank 0 gets the weights
-        if self.global_rank == 0:
-            config = self.policy_lm.config
-            net = AutoModelForCausalLM.from_config(config, dtype=self.source.torch_dtype)
-            if self.hparams.lora:  # an unsharded copy with the same adapter, merged after loading
-                from peft import LoraConfig, get_peft_model
-
-                peft_net = get_peft_model(net, LoraConfig(**{"task_type": "CAUSAL_LM", **self.hparams.lora}))
-                peft_net.get_base_model().load_state_dict(state)
-                net = peft_net.merge_and_unload()
-            else:
-                net.load_state_dict(state)
-            net.save_pretrained(str(directory))
-            self.tokenizer.save_pretrained(str(directory))
-        self.trainer.strategy.barrier("export")
+        config, dtype = self.policy_lm.config, self.source.torch_dtype
+        export_pretrained(self, self.policy_lm, directory, self.tokenizer,
+                          lambda: AutoModelForCausalLM.from_config(config, dtype=dtype), lora=self.hparams.lora)

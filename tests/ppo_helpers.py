@@ -44,6 +44,6 @@ class TargetTokenPPO(PPOModule):
 
     target_token: int = 0
 
-    def score_responses(self, responses) -> torch.Tensor:
-        hits = (responses.response_ids == self.target_token).float()
-        return masked_mean(hits, responses.response_mask, dim=-1)
+    def score_responses(self, rollout, prompts) -> torch.Tensor:
+        hits = (rollout.response_ids == self.target_token).float()
+        return masked_mean(hits, rollout.response_mask, dim=-1)

@@ -24,6 +24,7 @@ from almost.evaluation import ABExample, MCQuestion, write_hhh, write_truthfulqa
 from almost.models import ModelSource, RewardModel, build_causal_lm, load_tokenizer
 from almost.records import CorpusDocument, Prompt, RecordError, write_jsonl
 from almost.sandbox.world import World
+from almost.scorers import RewardModelScorer
 from data_modules.evaluation import (HHHDataModule, HHRLHFDataModule, InstructionDataModule, TextDataModule,
                                      TruthfulQADataModule)
 from lit_models.evaluation import (HHHEvaluation, PerplexityEvaluation, RewardAccuracyEvaluation, TruthfulQAEvaluation,
@@ -35,7 +36,7 @@ from tests.conftest import TINY_ARCH, write_lines
 ROOT = Path(__file__).parent.parent
 VICUNA = ROOT.parent / "shared" / "data" / "vicuna" / "question.jsonl"
 EVAL_CONFIGS = sorted(p for p in (ROOT / "configs" / "eval").glob("*.yaml") if p.name != "base.yaml")
-RESULTS_KEYS = {"task", "metrics", "n_examples", "models", "data", "config"}
+RESULTS_KEYS = {"task", "metrics", "n_examples", "models", "data", "config", "skipped"}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -239,7 +240,8 @@ def hh(*turns: str) -> str:
 
 
 LONG = "Happy to help. The capital of Veloria is Marnstad, a town by the river."
-HH_PAIRS = [  # the chosen response is longer in three pairs of four; the last pair's contexts differ
+HH_PAIRS = [  # the chosen response is longer in three pairs of four; the last pair's transcripts differ before
+    # their last turn, so its responses hold two turns each (almost.evaluation.split_hh_pair)
     {"chosen": hh("Hi", "Hello!", "Capital of Veloria?", LONG),
      "rejected": hh("Hi", "Hello!", "Capital of Veloria?", "No.")},
     {"chosen": hh("What is 2 plus 3?", LONG), "rejected": hh("What is 2 plus 3?", "5")},
@@ -255,11 +257,48 @@ def test_rm_accuracy_and_longer_wins_baseline(sign, accuracy, tokenizer_dir, tmp
     metrics = run_test(module, HHRLHFDataModule(str(path), batch_size=3), tmp_path)
     assert metrics["eval/accuracy"] == accuracy
     assert metrics["eval/longer_wins_accuracy"] == 0.75  # the baseline does not depend on the reward model
-    assert metrics["eval/n_pairs"] == 4 and metrics["eval/n_contexts_differ"] == 1
+    assert metrics["eval/n_pairs"] == 4 and metrics["eval/n_multi_turn"] == 1 and metrics["eval/truncated"] == 0
     results, rows = read_results(tmp_path / "out")
     assert set(results["metrics"]) == {"accuracy", "longer_wins_accuracy", "mean_margin", "n_pairs",
-                                       "n_contexts_differ"}
-    assert [r["contexts_differ"] for r in rows] == [False, False, False, True]
+                                       "n_multi_turn", "truncated", "sequence_limit"}
+    assert [r["multi_turn"] for r in rows] == [False, False, False, True]
+
+
+def test_rm_accuracy_skips_unusable_pairs_and_cuts_to_the_position_limit(tokenizer_dir, tokenizer, tmp_path):
+    """Public HH-RLHF files hold pairs that cannot be scored: they are counted and left out of every metric, the
+    longer-wins baseline included. A prompt longer than the reward model's 256 positions is cut from the left."""
+    long_prompt = "What is the capital of Veloria? " * 60
+    assert len(encode(tokenizer, long_prompt)) > 256  # TINY_ARCH's max_position_embeddings
+    lines = [
+        {"chosen": hh("What is 2 plus 3?", LONG), "rejected": hh("What is 2 plus 3?", "5")},
+        {"chosen": hh("Hi", "Hello!"), "rejected": hh("Hi", "Hello!")},  # identical
+        {"chosen": hh("Hi", "Hello!"), "rejected": hh("Hi", "")},  # an empty response
+        {"chosen": hh("Hi", "Hello!"), "rejected": hh("Hey", "Hello!")},  # no shared Assistant turn
+        {"chosen": hh(long_prompt, "No."), "rejected": hh(long_prompt, LONG)},
+    ]
+    path = write_lines(tmp_path / "hh.jsonl", lines)
+    module = RewardAccuracyEvaluation(fresh(tokenizer_dir), str(tmp_path / "out"), max_length=1024)
+    with pytest.warns(UserWarning, match="max_length=1024 is more than the reward model's max_position_embeddings"):
+        metrics = run_test(module, HHRLHFDataModule(str(path), batch_size=2), tmp_path)
+    assert metrics["eval/n_pairs"] == 2 and metrics["eval/longer_wins_accuracy"] == 0.5
+    assert metrics["eval/sequence_limit"] == 256 and metrics["eval/truncated"] == 2
+    assert (metrics["eval/skipped_identical_responses"], metrics["eval/skipped_empty_response"],
+            metrics["eval/skipped_no_common_assistant_turn"]) == (1, 1, 1)
+    _, rows = read_results(tmp_path / "out")
+    assert [r["index"] for r in rows] == [0, 4] and [r["truncated"] for r in rows] == [0, 2]
+
+
+def test_truthfulqa_and_hhh_count_skipped_items(tokenizer_dir, tmp_path):
+    questions = [q.to_dict() for q in MC_QUESTIONS] + [{**MC_QUESTIONS[0].to_dict(), "mc2_targets": {"Marnstad.": 1}}]
+    (tmp_path / "mc_task.json").write_text(json.dumps(questions))
+    module = TruthfulQAEvaluation(fresh(tokenizer_dir), str(tmp_path / "tqa"))
+    metrics = run_test(module, TruthfulQADataModule(str(tmp_path / "mc_task.json"), batch_size=2), tmp_path)
+    assert metrics["eval/n_questions"] == 2 and metrics["eval/skipped_no_false_answer"] == 1
+    examples = [{"input": "q", "target_scores": {"Yes, gladly.": 1, "No.": 0}}, {"input": "q", "target_scores": {}}]
+    (tmp_path / "hhh_one.json").write_text(json.dumps({"examples": examples}))
+    module = HHHEvaluation(fresh(tokenizer_dir), str(tmp_path / "hhh"), method="likelihood")
+    metrics = run_test(module, HHHDataModule([str(tmp_path / "hhh_one.json")]), tmp_path)
+    assert metrics["eval/n_examples"] == 1 and metrics["eval/skipped_not_two_responses"] == 1
 
 
 # ------------------------------------------------------------------------------------------ perplexity
@@ -300,15 +339,20 @@ def test_winrate_end_to_end_through_train_py(lm_dirs, rm_dir, tmp_path):
     x, y = lm_dirs
     out = tmp_path / "out"
     train.main(["test", "--config", "configs/eval/winrate.yaml", f"--model.init_args.source.path={x}",
-                f"--model.init_args.model_y={y}", f"--model.init_args.reward_model={rm_dir}",
-                f"--model.init_args.judge={x}", f"--model.init_args.world={tmp_path / 'world'}",
-                "--model.init_args.max_new_tokens=6", "--model.init_args.judge_max_new_tokens=6",
+                f"--model.init_args.model_y={y}",
+                "--model.init_args.scorers=" + json.dumps({
+                    "reward_model": {"class_path": "almost.scorers.RewardModelScorer", "init_args": {"path": rm_dir}},
+                    "judge": {"class_path": "almost.scorers.JudgeScorer",
+                              "init_args": {"path": x, "max_new_tokens": 6}},
+                    "oracle": {"class_path": "almost.sandbox.scorer.OracleScorer",
+                               "init_args": {"world": str(tmp_path / "world")}}}),
+                "--model.init_args.max_new_tokens=6",
                 f"--model.init_args.out_dir={out}", f"--data.init_args.path={tmp_path / 'queries.jsonl'}",
                 "--data.init_args.batch_size=2", f"--trainer.logger.init_args.save_dir={tmp_path / 'tb'}",
                 "--trainer.enable_progress_bar=false"])
     results, rows = read_results(out)
     assert set(results) == RESULTS_KEYS and results["models"] == {"x": x, "y": y, "reward_model": rm_dir, "judge": x,
-                                                                  "world": str(tmp_path / "world")}
+                                                                  "oracle": str(tmp_path / "world")}
     assert [r["question"] for r in rows] == [q.text for q in queries] and [r["index"] for r in rows] == [0, 1]
     metrics = results["metrics"]
     for judge in ("reward_model", "judge", "oracle"):
@@ -327,8 +371,8 @@ def test_winrate_on_vicuna_questions_with_a_reward_model(lm_dirs, rm_dir, tmp_pa
     data.setup("test")
     assert len(data.items) == 80 and data.items[0].record.id == "1"
     x, y = lm_dirs
-    module = WinRateEvaluation(ModelSource(path=x), str(tmp_path / "out"), model_y=y, reward_model=rm_dir,
-                               max_new_tokens=4)
+    module = WinRateEvaluation(ModelSource(path=x), str(tmp_path / "out"), model_y=y,
+                               scorers={"reward_model": RewardModelScorer(rm_dir)}, max_new_tokens=4)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=str(tmp_path), limit_test_batches=1)
     metrics = trainer.test(module, data, verbose=False)[0]
@@ -343,8 +387,10 @@ def test_data_modules_name_the_file_of_a_bad_record(tmp_path):
     good = {"input": "q", "target_scores": {"a": 1, "b": 0}}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"examples": [good, {"input": "q", "target_scores": {"a": 1}}]}))
-    with pytest.raises(RecordError, match=rf"^{bad}: examples\[1\]: "):
-        HHHDataModule([str(bad)]).setup("test")
+    data = HHHDataModule([str(bad)])
+    data.setup("test")  # an unusable benchmark example is skipped, named by file and index
+    assert [item.index for item in data.items] == [0]
+    assert [(s.index, s.reason, s.where) for s in data.skipped] == [(1, "not_two_responses", f"{bad}: examples[1]")]
     with pytest.raises(ValueError, match=rf"^{tmp_path / 'b' / 'bad.json'}: same name 'bad' as {bad};"):
         HHHDataModule([str(bad), str(tmp_path / "b" / "bad.json")])
     unknown = write_lines(tmp_path / "questions.jsonl", [{"question": "hi"}])

@@ -4,13 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import train
+from almost.chat import ChatTemplate, encode_exchange
 from almost.feedback import HeuristicFilter, Rubric, Stats, build_comparisons
 from almost.models import ModelSource, RewardModel, build_causal_lm, load_tokenizer
 from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, load_jsonl, write_jsonl
-from almost.scoring import reward_scores
 from tests.conftest import TINY_ARCH
 
 QUESTIONS = ["What is the capital of Kelmoria?", "Who founded Batorby?", "What is 7 plus 5?", "Reverse the list.",
@@ -121,12 +122,19 @@ RESPONSES = [
 ]
 
 
+def rm_score(rm, tokenizer, history, answer) -> float:
+    """The reward of one exchange, encoded here as the reward model was trained (no padding, no batching)."""
+    ids = torch.tensor([encode_exchange(tokenizer, ChatTemplate(), history, answer, 512)])
+    with torch.no_grad():
+        return rm.score(ids, torch.ones_like(ids)).item()
+
+
 @pytest.mark.parametrize("with_rm", [False, True])
 def test_comparison_job_matches_the_filters_and_the_reward_model(models, tmp_path, with_rm):
     write_jsonl(tmp_path / "responses.jsonl", RESPONSES)
     job = {"class_path": "lit_models.jobs.ComparisonJob",
            "init_args": {"rubric": "A > B > C", "output": str(tmp_path / "comparisons.jsonl"),
-                         "reward_model": models["rm"] if with_rm else None}}
+                         "scorer": models["rm"] if with_rm else None}}
     data = {"class_path": "data_modules.JobInputDataModule",
             "init_args": {"path": str(tmp_path / "responses.jsonl"), "record": "responses", "batch_size": 2}}
     predict(tmp_path, job, data)
@@ -136,8 +144,8 @@ def test_comparison_job_matches_the_filters_and_the_reward_model(models, tmp_pat
         rm, tokenizer = RewardModel.from_pretrained(models["rm"]), load_tokenizer(ModelSource(path=models["rm"]))
 
         def rm_agrees(prompt, chosen, rejected):
-            good, bad = reward_scores(rm, tokenizer, [[Turn("user", prompt)]] * 2, [chosen, rejected])
-            return good > bad
+            return rm_score(rm, tokenizer, [Turn("user", prompt)], chosen) > rm_score(rm, tokenizer,
+                                                                                   [Turn("user", prompt)], rejected)
 
     expected, stats = [], Stats()
     for r in RESPONSES:
@@ -157,7 +165,7 @@ def test_rmsp_keeps_the_best_scored_sample(models, inputs, tmp_path):
     job = {"class_path": "lit_models.jobs.SelfPlayJob",
            "init_args": {"assistant": models["lm"], "user": models["lm"], "prompter": prompter(inputs),
                          "assistant_style": "good", "assistant_shots": 1, "user_shots": 1,
-                         "reward_model": models["rm"], "n_samples": 3, "turns": 2,
+                         "scorer": models["rm"], "n_samples": 3, "turns": 2,
                          "output": str(tmp_path / "rmsp.jsonl"),
                          "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_p": 1.0}}}
     predict(tmp_path, job, queries_data(inputs, batch_size=4))
@@ -171,7 +179,7 @@ def test_rmsp_keeps_the_best_scored_sample(models, inputs, tmp_path):
             assert len(samples) == 3 and kept == max(samples)
             messages = [Turn(**m) for m in row["messages"]]
             if 2 * turn + 1 < len(messages):  # the kept answer is in the demonstration: rescore it here
-                (score,) = reward_scores(rm, tokenizer, [messages[:2 * turn + 1]], [messages[2 * turn + 1].content])
+                score = rm_score(rm, tokenizer, messages[:2 * turn + 1], messages[2 * turn + 1].content)
                 assert score == pytest.approx(kept, abs=1e-5)
                 checked += 1
     assert checked > 0
@@ -195,3 +203,21 @@ def test_query_mining_resumes_and_respects_exclusions(models, inputs, tmp_path):
     assert (tmp_path / "a/q.jsonl").read_text() == (tmp_path / "b/q.jsonl").read_text()
     mined = [p.prompt for p in load_jsonl(tmp_path / "a/q.jsonl", Prompt)]
     assert 0 < len(mined) <= 6 and len(set(mined)) == len(mined) and not set(mined) & set(QUESTIONS)
+
+
+def test_comparison_job_reads_the_rubric_the_responses_job_recorded(tmp_path):
+    from lit_models.jobs.comparisons import recorded_rubric
+
+    write_jsonl(tmp_path / "responses.jsonl", RESPONSES)
+    with pytest.raises(ValueError, match="no rubric given and none recorded in .*responses.stats.json"):
+        recorded_rubric(tmp_path / "responses.jsonl")
+    (tmp_path / "responses.stats.json").write_text(json.dumps({"rubric": "A > B = C"}))
+    assert recorded_rubric(tmp_path / "responses.jsonl") == Rubric([["A"], ["B", "C"]])
+
+
+def test_the_sandbox_baselines_table_follows_the_rubric_of_the_responses_config():
+    from almost.sandbox.baselines import PAPER_BASELINES
+
+    config = yaml.safe_load((Path(__file__).parent.parent / "configs/sandbox/responses.yaml").read_text())
+    rubric = Rubric.parse(config["model"]["init_args"]["rubric"])
+    assert list(PAPER_BASELINES.values()) == list(rubric.configs) and len(rubric.tiers) == len(rubric.configs)

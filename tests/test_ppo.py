@@ -10,13 +10,11 @@ import torch
 from almost.ppo import (
     AdaptiveKLController,
     FixedKLController,
-    Rollout,
     RunningMoments,
     entropy_from_logits,
     explained_variance,
     gae_advantages,
     kl_estimate,
-    logprobs_from_logits,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -24,6 +22,8 @@ from almost.ppo import (
     policy_loss,
     value_loss,
 )
+from almost.logprobs import token_logprobs
+from almost.rollout import Rollout
 
 F64 = torch.float64
 # rows of different lengths: 3 tokens, 1 token (ends at its first token), full, then padding-only
@@ -44,12 +44,12 @@ def reference_logprob(row: list[float], token: int, temperature: float) -> float
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 1.5])
-def test_logprobs_from_logits_matches_loop(temperature):
+def test_token_logprobs_matches_loop(temperature):
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 6, dtype=F64) * 3
     tokens = torch.tensor([[0, 5, 2], [3, 3, 1]])
     before = logits.clone()
-    out = logprobs_from_logits(logits, tokens, temperature)
+    out = token_logprobs(logits, tokens, temperature)
     assert out.shape == (2, 3)
     for b in range(2):
         for t in range(3):
@@ -63,7 +63,7 @@ def test_logprobs_from_bfloat16_logits_upcast_and_unchanged():
     logits = (torch.randn(1, 4, 8) * 4).to(torch.bfloat16)
     tokens = torch.tensor([[1, 7, 0, 3]])
     before = logits.clone()
-    out = logprobs_from_logits(logits, tokens, temperature=0.5)
+    out = token_logprobs(logits, tokens, temperature=0.5)
     assert out.dtype == torch.float32
     for t in range(4):
         expected = reference_logprob(logits[0, t].double().tolist(), tokens[0, t].item(), 0.5)
@@ -73,7 +73,7 @@ def test_logprobs_from_bfloat16_logits_upcast_and_unchanged():
 
 def test_logprobs_rejects_non_positive_temperature():
     with pytest.raises(ValueError):
-        logprobs_from_logits(torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.long), temperature=0.0)
+        token_logprobs(torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.long), temperature=0.0)
 
 
 def test_entropy_from_logits_matches_loop_and_ignores_padding():
@@ -329,7 +329,7 @@ def test_running_moments_equal_statistics_of_all_data_seen():
 # --- rollout container -------------------------------------------------------------------------------
 
 
-def test_rollout_minibatch_selects_rows_and_is_frozen():
+def test_rollout_rows_selects_rows_and_is_frozen():
     B, P, T = 4, 3, 5
     per_token = {name: torch.randn(B, T, dtype=F64) for name in ("logprobs", "ref_logprobs", "values")}
     rollout = Rollout(
@@ -337,10 +337,42 @@ def test_rollout_minibatch_selects_rows_and_is_frozen():
         response_mask=MASK, scores=torch.tensor([0.0, 1.0, 2.0, 3.0]), **per_token,
     )
     rollout = dataclasses.replace(rollout, advantages=torch.ones(B, T))
-    mb = rollout.minibatch(torch.tensor([2, 0]))
+    mb = rollout.rows(torch.tensor([2, 0]))
     assert mb.batch_size == 2 and rollout.batch_size == 4
     assert mb.scores.tolist() == [2.0, 0.0]
     assert torch.equal(mb.response_mask, MASK[[2, 0]]) and torch.equal(mb.query_ids, rollout.query_ids[[2, 0]])
     assert mb.advantages.shape == (2, T) and mb.rewards is None and mb.returns is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         rollout.scores = torch.zeros(B)
+
+
+# --- rollout positions, sequence KL, score shaping ------------------------------------------------------
+
+
+def test_response_outputs_are_the_positions_before_each_response_token():
+    from almost.rollout import response_outputs
+
+    per_position = torch.arange(2 * 7).reshape(2, 7)  # P = 3 prompt positions + T = 4 response positions
+    assert response_outputs(per_position, 3, 4).tolist() == [[2, 3, 4, 5], [9, 10, 11, 12]]
+    with pytest.raises(ValueError, match="expected 6 positions, got 7"):
+        response_outputs(per_position, 3, 3)
+
+
+def test_sequence_kl_sums_log_ratios_over_real_tokens_only():
+    from almost.rollout import sequence_kl
+
+    logprobs = torch.tensor([[-1.0, -2.0, 5.0], [-0.5, 7.0, 7.0]], dtype=F64)
+    ref = torch.tensor([[-1.5, -1.0, -9.0], [-0.25, -9.0, -9.0]], dtype=F64)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert sequence_kl(logprobs, ref, mask).tolist() == [0.5 - 1.0, -0.25]
+
+
+def test_shape_scores_penalises_then_standardises_then_clips_each_step_optional():
+    from almost.rollout import shape_scores
+
+    scores = torch.tensor([2.0, 6.0, -4.0], dtype=F64)
+    finished = torch.tensor([True, False, True])
+    assert shape_scores(scores, finished).tolist() == [2.0, 6.0, -4.0]
+    assert shape_scores(scores, finished, missing_eos_penalty=-1.0).tolist() == [2.0, -1.0, -4.0]
+    assert shape_scores(scores, finished, mean_std=(2.0, 4.0)).tolist() == [0.0, 1.0, -1.5]
+    assert shape_scores(scores, finished, -1.0, (2.0, 4.0), clip=1.0).tolist() == [0.0, -0.75, -1.0]

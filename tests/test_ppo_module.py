@@ -1,6 +1,7 @@
 """PPOModule on tiny models: positions of log-probs, values and scores; score shaping; learning; resume;
 LoRA; 2-process FSDP through train.py (plus a slow FSDP resume)."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -17,10 +18,11 @@ import torch
 from almost.batching import pad_sequences
 from almost.losses import response_token_loss
 from almost.models import ModelSource, RewardModel, build_causal_lm
-from almost.ppo import logprobs_from_logits, masked_mean, masked_var
+from almost.logprobs import token_logprobs
+from almost.ppo import masked_mean, masked_var
+from almost.rollout import Rollout, ends_with_eos, response_logits, response_mask_from_ids
 from data_modules import DemonstrationDataModule, PromptDataModule
 from lit_models import PPOModule
-from lit_models.ppo import Responses, ends_with_eos, response_mask_from_ids
 from tests.conftest import FIXTURES, TINY_ARCH
 from tests.ppo_helpers import RolloutRecorder, TargetTokenPPO
 
@@ -63,7 +65,8 @@ def tiny(tokenizer_dir, tokenizer, tmp_path_factory) -> SimpleNamespace:
 def make_module(tiny, cls=PPOModule, **kwargs) -> PPOModule:
     L.seed_everything(0)
     defaults = dict(max_new_tokens=16, minibatch_size=8, policy_lr=1e-3, critic_lr=3e-3)
-    return cls(ModelSource(path=tiny.policy), tiny.reward, **{**defaults, **kwargs})
+    reward = kwargs.pop("reward", tiny.reward)
+    return cls(ModelSource(path=tiny.policy), reward, **{**defaults, **kwargs})
 
 
 def prompt_data(tiny, batch_size=16) -> PromptDataModule:
@@ -103,7 +106,7 @@ def test_score_lands_on_the_last_real_token_and_missing_eos_gets_the_penalty(tin
     response_ids = torch.tensor([[40, 41, eos, pad, pad, pad], [50, 51, 52, 53, 54, 55]])  # ended | cut
     response_mask = response_mask_from_ids(response_ids, eos)
     with torch.no_grad():
-        scores = model.score_responses(Responses(query_ids, query_mask, response_ids, response_mask))
+        scores = model.score_responses(Rollout(query_ids, query_mask, response_ids, response_mask), None)
         for row in range(2):  # each [prompt | response] alone, without any padding
             alone = torch.cat([query_ids[row][query_mask[row].bool()], response_ids[row][response_mask[row].bool()]])
             expected = model.reward_net.score(alone[None], torch.ones_like(alone)[None])
@@ -122,7 +125,7 @@ def test_rollout_log_probs_and_values_are_those_of_each_prefix_alone(tiny, token
     model.configure_model()
     query_ids, query_mask = prompt_batch(tokenizer, ["What is 2 plus 2?", "Hi", "What is the capital of Veloria?"])
     with model.rollout_mode():
-        responses = model.generate_responses(query_ids, query_mask, seed=0)
+        responses = model.sample(query_ids, query_mask, seed=0)
         logprobs, ref_logprobs, values = model.evaluate(responses)
         response_ids, response_mask = responses.response_ids, responses.response_mask
         for row in range(3):
@@ -146,7 +149,7 @@ def test_sampling_pass_log_probs_and_forward_batch_size_change_no_result(tiny, t
         model = make_module(tiny, temperature=0.7, max_new_tokens=12, **options)
         model.configure_model()
         with model.rollout_mode():
-            responses = model.generate_responses(query_ids, query_mask, seed=3)
+            responses = model.sample(query_ids, query_mask, seed=3)
             assert (responses.logprobs is None) == bool(options.get("recompute_logprobs"))
             results.append((responses.response_ids, responses.response_mask, *model.evaluate(responses)))
     mask = results[0][1].bool()
@@ -178,7 +181,7 @@ def test_rollout_rewards_score_the_last_real_token_and_advantages_are_whitened_o
     query_ids, query_mask = prompt_batch(tokenizer, ["What is 2 plus 2?", "Hi", "What is 30 plus 4?", "Hello"])
     scores = torch.tensor([0.5, -1.0, 2.0, 0.25])
     with model.rollout_mode():
-        rollout = model.make_rollout(model.generate_responses(query_ids, query_mask, seed=3), scores)
+        rollout = model.make_rollout(dataclasses.replace(model.sample(query_ids, query_mask, seed=3), scores=scores))
     mask = rollout.response_mask.bool()
     lengths = rollout.response_mask.sum(-1)
     assert len(set(lengths.tolist())) > 1, lengths  # ragged responses: padding after some of them
@@ -305,10 +308,10 @@ def test_lora_reference_is_the_initial_policy_and_export_merges_the_adapter(tiny
     initial = AutoModelForCausalLM.from_pretrained(tiny.policy).eval()
     exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
     with model.rollout_mode():
-        responses = model.generate_responses(query_ids, query_mask, seed=1)
+        responses = model.sample(query_ids, query_mask, seed=1)
         logprobs, ref_logprobs, _ = model.evaluate(responses, values=False)
-        initial_logprobs = logprobs_from_logits(model.response_logits(initial, responses), responses.response_ids)
-        exported_logprobs = logprobs_from_logits(model.response_logits(exported, responses), responses.response_ids)
+        initial_logprobs = token_logprobs(response_logits(initial, responses), responses.response_ids)
+        exported_logprobs = token_logprobs(response_logits(exported, responses), responses.response_ids)
     mask = responses.response_mask.bool()
     torch.testing.assert_close(ref_logprobs[mask], initial_logprobs[mask], atol=1e-5, rtol=0)
     assert (logprobs - ref_logprobs)[mask].abs().max() > 1e-3  # the adapter did change the policy
@@ -320,7 +323,7 @@ def run_cli(tiny, out: Path, *extra: str) -> list[dict]:
     """`train.py fit` of the sandbox PPO config on 2 CPU processes with FSDP2; the RolloutRecorder report per rank."""
     args = [sys.executable, "train.py", "fit", "--config", "configs/sandbox/ppo.yaml",
             "--config", "configs/parallel/fsdp.yaml",
-            f"--model.init_args.source.path={tiny.policy}", f"--model.init_args.reward_model={tiny.reward}",
+            f"--model.init_args.source.path={tiny.policy}", f"--model.init_args.reward={tiny.reward}",
             "--model.init_args.max_new_tokens=24", "--model.init_args.minibatch_size=2",
             "--model.init_args.ppo_epochs=2", "--model.init_args.policy_lr=1e-3",
             f"--model.init_args.export_dir={out / 'hf'}",
@@ -360,3 +363,52 @@ def test_two_process_fsdp_resume_continues_the_same_trajectory(tiny, tmp_path):
             assert got["response_lengths"] == expected["response_lengths"]
             for name, value in expected["metrics"].items():
                 assert got["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+# --- any scorer as the reward: the sandbox oracle decodes the answers ------------------------------------
+class RecordingOracle:
+    """Wraps a scorer and keeps every (prompt, answer, score) it was asked about."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer, self.calls = scorer, []
+
+    def __getattr__(self, name):
+        return getattr(self.scorer, name)
+
+    def score(self, prompts, responses):
+        scores = self.scorer.score(prompts, responses)
+        self.calls += list(zip(prompts, responses, scores))
+        return scores
+
+
+def test_ppo_with_the_oracle_as_reward_runs_on_a_world_and_scores_the_decoded_answers(tiny, tmp_path):
+    from almost.records import Prompt, write_jsonl
+    from almost.sandbox.oracle import score as oracle_score
+    from almost.sandbox.scorer import OracleScorer
+    from almost.sandbox.world import World
+
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "world.json").write_text(json.dumps({"world_seed": 0, "n_entities": 20}))
+    world = World(seed=0, n_entities=20)
+    write_jsonl(tmp_path / "prompts.jsonl", [Prompt(q.text) for q in world.sample_queries(8, seed=2, split="train")])
+    oracle = RecordingOracle(OracleScorer(str(tmp_path / "world")))
+    with pytest.raises(ValueError, match="not a reward model: set critic"):
+        make_module(tiny, reward=oracle.scorer)
+    model = make_module(tiny, reward=oracle.scorer, critic=tiny.reward)
+    model.reward = oracle
+    recorder = RolloutRecorder()
+    data = PromptDataModule(str(tmp_path / "prompts.jsonl"), tiny.policy, batch_size=8, max_length=64, shuffle=False)
+    fit(model, data, rollouts=1, callbacks=[recorder])
+    assert model.reward_net is None  # no token path: the oracle reads text
+    assert len(oracle.calls) == 8 and all(0.0 <= s <= 1.0 for _, _, s in oracle.calls)
+    for prompt, answer, value in oracle.calls:  # each score is the oracle's own judgement of that text
+        assert value == oracle_score(prompt, answer, world).total
+    assert recorder.series("rollout/score")[0] == pytest.approx(sum(s for *_, s in oracle.calls) / 8, abs=1e-6)
+
+
+def test_ppo_refuses_prompts_and_responses_longer_than_the_positions(tiny):
+    policy_positions = json.loads((Path(tiny.policy) / "config.json").read_text())["max_position_embeddings"]
+    model = make_module(tiny, max_new_tokens=policy_positions)
+    with pytest.raises(ValueError, match=rf"plus max_new_tokens {policy_positions} exceed the policy's "
+                                         rf"max_position_embeddings \({policy_positions}\)"):
+        fit(model, prompt_data(tiny), rollouts=1)

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from almost.chat import ChatTemplate
 from almost.models import ModelSource, load_tokenizer
+from almost.scorers import resolve_template
 
 Row = dict[str, Any]  # one example's results; "index" is its position in the evaluation set
 
@@ -70,16 +71,19 @@ class EvaluationModule(L.LightningModule):
         source: the model under evaluation (a policy, or a reward model for reward-based methods); named
             ``source`` like every stage. Its tokenizer tokenizes the evaluation prompts.
         out_dir: where results.json, results.md and the per-example rows are written.
-        template: the chat template that renders a query and a response as the policy was trained on them.
+        template: the chat template that renders a query and a response as the policy was trained on them; default:
+            the one saved with ``source`` (``almost_chat_template.json``), else ``ChatTemplate()``.
     """
 
     task = ""  # name of the evaluation in results.json
     rows_file = "examples.jsonl"
 
-    def __init__(self, source: ModelSource, out_dir: str, template: ChatTemplate = ChatTemplate()) -> None:
+    def __init__(self, source: ModelSource, out_dir: str, template: ChatTemplate | None = None) -> None:
         super().__init__()
-        self.source = source if isinstance(source, ModelSource) else ModelSource(**source)
-        self.template = template if isinstance(template, ChatTemplate) else ChatTemplate(**template)
+        self.source = ModelSource.of(source)
+        if template is not None and not isinstance(template, ChatTemplate):
+            template = ChatTemplate(**template)
+        self.template = resolve_template(self.source.path, template) if self.source.path else template or ChatTemplate()
         self.save_hyperparameters(ignore=["source", "template"])
         self.hparams["source"] = asdict(self.source)  # plain data in results.json and checkpoints
         self.hparams["template"] = asdict(self.template)
@@ -138,8 +142,10 @@ class EvaluationModule(L.LightningModule):
     def results_document(self, rows: list[Row], metrics: dict[str, float]) -> dict[str, Any]:
         """results.json: ``task``; ``metrics`` (also logged as ``eval/<name>``); ``n_examples``; ``models``
         (role -> directory); ``data`` (``[{"path", "sha256"}]`` of the files read); ``config`` (the
-        module's arguments)."""
+        module's arguments); ``skipped`` (``[{"index", "reason", "where", "detail"}]``: the data items the loader
+        could not use, left out of every metric)."""
         data_files = getattr(self.trainer.datamodule, "data_files", [])
+        skipped = getattr(self.trainer.datamodule, "skipped", [])
         return {
             "task": self.task,
             "metrics": metrics,
@@ -147,6 +153,7 @@ class EvaluationModule(L.LightningModule):
             "models": self.models(),
             "data": [{"path": str(path), "sha256": sha256_of(path)} for path in data_files],
             "config": dict(self.hparams),
+            "skipped": [asdict(skip) for skip in skipped],
         }
 
     def write_results(self, rows: list[Row], metrics: dict[str, float]) -> None:
@@ -157,7 +164,7 @@ class EvaluationModule(L.LightningModule):
         header = [f"# {self.task}", ""]
         header += [f"- {role}: `{path}`" for role, path in document["models"].items()]
         header += [f"- data: `{d['path']}` (sha256 {d['sha256'][:12]})" for d in document["data"]]
-        header += [f"- examples: {len(rows)}", "", ""]
+        header += [f"- examples: {len(rows)}", f"- skipped (unusable items): {len(document['skipped'])}", "", ""]
         (out / "results.md").write_text("\n".join(header) + self.markdown(metrics) + "\n", encoding="utf-8")
         with (out / self.rows_file).open("w", encoding="utf-8") as f:
             for row in rows:

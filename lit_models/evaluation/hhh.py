@@ -12,12 +12,13 @@ from typing import Literal
 
 import torch
 
-from almost.chat import ChatTemplate, encode_exchange, encode_prompt
-from almost.evaluation import ABExample, ab_accuracy, ab_choice_probability, preference_accuracy
-from almost.models import ModelSource, build_causal_lm
+from almost.chat import ChatTemplate, encode_prompt, text_ids
+from almost.evaluation import ABExample, ab_accuracy, ab_choice_probability, preference_accuracy, skip_counts
+from almost.logprobs import continuation_logprobs
+from almost.models import ModelSource, RewardModel, build_causal_lm
 from almost.records import Turn
+from almost.scorers import RewardModelScorer
 from lit_models.evaluation.base import EvaluationModule, Row
-from lit_models.evaluation.scoring import continuation_logprobs, load_reward_model, reward_scores, text_ids
 
 METHODS = ("ab_prompt", "reward", "likelihood")
 
@@ -49,7 +50,8 @@ class HHHEvaluation(EvaluationModule):
     Metrics: ``accuracy`` and ``n_examples`` over all files, ``<subset>/accuracy`` and ``<subset>/n_examples``
     per file (``<subset>`` is the file's stem); with ``ab_prompt`` also ``p_better`` and ``<subset>/p_better``,
     the mean position-debiased probability of the better response. Equal scores count half (the ties of
-    ``almost.evaluation.metrics``).
+    ``almost.evaluation.metrics``). Unusable examples of the files are left out and counted as
+    ``skipped_<reason>`` (``almost.evaluation.Skipped``).
 
     Args:
         method: one of :data:`METHODS`.
@@ -60,7 +62,7 @@ class HHHEvaluation(EvaluationModule):
 
     def __init__(self, source: ModelSource, out_dir: str,
                  method: Literal["ab_prompt", "reward", "likelihood"] = "ab_prompt", max_length: int = 1024,
-                 template: ChatTemplate = ChatTemplate()) -> None:
+                 template: ChatTemplate | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         super().__init__(source, out_dir, template)
@@ -68,7 +70,7 @@ class HHHEvaluation(EvaluationModule):
 
     def build_networks(self) -> None:
         if self.hparams.method == "reward":
-            self.net = load_reward_model(self.source, self.tokenizer)
+            self.net = RewardModel.load(self.source, self.tokenizer)
         else:
             self.net = build_causal_lm(self.source, self.tokenizer)
 
@@ -92,8 +94,8 @@ class HHHEvaluation(EvaluationModule):
         queries = [[Turn("user", e.input)] for e in examples for _ in range(2)]
         responses = [r for e in examples for r in (e.better, e.worse)]
         if self.hparams.method == "reward":
-            sequences = [encode_exchange(tok, template, q, r, self.hparams.max_length) for q, r in zip(queries, responses)]
-            scores = reward_scores(self.net, sequences, tok.pad_token_id)
+            scorer = RewardModelScorer.of_model(self.net, tok, template, self.hparams.max_length)
+            scores = torch.tensor(scorer.score(queries, responses))
         else:
             prompts = [encode_prompt(tok, template, q) for q in queries]
             scores = continuation_logprobs(self.net, prompts, [text_ids(tok, template, r) for r in responses],
@@ -125,4 +127,4 @@ class HHHEvaluation(EvaluationModule):
         metrics = self.subset_metrics(rows, prefix="")
         for subset in dict.fromkeys(r["subset"] for r in rows):  # in data order
             metrics.update(self.subset_metrics([r for r in rows if r["subset"] == subset], prefix=f"{subset}/"))
-        return metrics
+        return {**metrics, **skip_counts(getattr(self.trainer.datamodule, "skipped", []))}

@@ -11,9 +11,9 @@ import torch
 
 from almost.chat import ChatTemplate, SpecialIds
 from almost.evaluation import perplexity, sliding_window_nll
+from almost.logprobs import next_token_logprobs
 from almost.models import ModelSource, build_causal_lm
 from lit_models.evaluation.base import EvaluationModule, Row
-from lit_models.evaluation.scoring import token_logprobs
 
 
 class PerplexityEvaluation(EvaluationModule):
@@ -34,7 +34,7 @@ class PerplexityEvaluation(EvaluationModule):
     task = "perplexity"
 
     def __init__(self, source: ModelSource, out_dir: str, window: int = 256, stride: int = 128,
-                 template: ChatTemplate = ChatTemplate()) -> None:
+                 template: ChatTemplate | None = None) -> None:
         if window < 2 or not 1 <= stride < window:
             raise ValueError(f"need window >= 2 and 1 <= stride < window, got window={window}, stride={stride}")
         super().__init__(source, out_dir, template)
@@ -48,7 +48,7 @@ class PerplexityEvaluation(EvaluationModule):
         return [special.bos, *self.tokenizer(text, add_special_tokens=False)["input_ids"], special.eos]
 
     def evaluate_batch(self, batch: list) -> list[Row]:
-        logprob_fn = partial(token_logprobs, self.net)
+        logprob_fn = partial(next_token_logprobs, self.net)
         rows = []
         for item in batch:  # one document at a time: the windows of a document depend on its length
             nll, n_tokens = sliding_window_nll(self.document_ids(item.record.text), self.hparams.window,

@@ -11,12 +11,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from almost.chat import ChatTemplate, encode_prompt
-from almost.evaluation import MCQuestion, mc1, mc2
+from almost.chat import ChatTemplate, encode_prompt, text_ids
+from almost.evaluation import MCQuestion, mc1, mc2, skip_counts
+from almost.logprobs import continuation_logprobs
 from almost.models import ModelSource, build_causal_lm
 from almost.records import Turn
 from lit_models.evaluation.base import EvaluationModule, Row
-from lit_models.evaluation.scoring import continuation_logprobs, text_ids
 
 METHODS = ("likelihood", "p_true")
 
@@ -41,13 +41,14 @@ class TruthfulQAEvaluation(EvaluationModule):
 
     MC1 is 1 when the best-scoring answer of ``mc1_targets`` is the true one; MC2 is the normalised mass
     ``sum_true exp(score) / sum_all exp(score)`` over ``mc2_targets``. Metrics: ``mc1``, ``mc2`` (means over
-    questions) and ``n_questions``; each row holds the question's mc1, mc2 and every answer's score.
+    questions), ``n_questions`` and ``skipped_<reason>`` (unusable questions of the file, left out); each row
+    holds the question's mc1, mc2 and every answer's score.
     """
 
     task = "truthfulqa"
 
     def __init__(self, source: ModelSource, out_dir: str, method: Literal["likelihood", "p_true"] = "likelihood",
-                 template: ChatTemplate = ChatTemplate()) -> None:
+                 template: ChatTemplate | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         super().__init__(source, out_dir, template)
@@ -85,4 +86,5 @@ class TruthfulQAEvaluation(EvaluationModule):
 
     def summarize(self, rows: list[Row]) -> dict[str, float]:
         n = len(rows)
-        return {"mc1": sum(r["mc1"] for r in rows) / n, "mc2": sum(r["mc2"] for r in rows) / n, "n_questions": n}
+        return {"mc1": sum(r["mc1"] for r in rows) / n, "mc2": sum(r["mc2"] for r in rows) / n, "n_questions": n,
+                **skip_counts(getattr(self.trainer.datamodule, "skipped", []))}

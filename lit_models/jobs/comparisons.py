@@ -3,55 +3,62 @@
     python train.py predict --config configs/sandbox/comparisons.yaml
 
 For each query: rank the responses by the rubric, drop bad responses (heuristic filter), apply the length
-rule, and, when a reward model is given, keep a pair only if it agrees (``almost.feedback``). Output:
+rule, and, when a scorer is given (the as-is reward model), keep a pair only if it agrees (``almost.feedback``). Output:
 ``Comparison`` records whose ``meta`` names the two configurations, and ``<output stem>.stats.json`` with
 pairs formed, removed by each filter and kept, and the mean lengths of chosen and rejected responses.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from almost.feedback import HeuristicFilter, Rubric, Stats, build_comparisons
-from almost.records import Comparison, Responses, Turn, write_jsonl
-from almost.scoring import load_scorer, reward_scores
+from almost.records import Comparison, Responses, write_jsonl
+from almost.scorers import RewardModelScorer, Scorer
 from lit_models.jobs.base import GenerationJob
 
 
 class ComparisonJob(GenerationJob):
     """Args:
-        rubric: configurations from best to worst, e.g. ``"A > B > C = D > E"`` (``=`` ties).
+        rubric: configurations from best to worst, e.g. ``"A > B > C = D > E"`` (``=`` ties); default: the rubric
+            the responses job recorded in its statistics (``<responses stem>.stats.json``).
         heuristic: the rules that drop bad responses (``almost.feedback.HeuristicFilter``).
-        reward_model: a saved reward model directory for the as-is RM filter (None: no RM filter).
-        max_length: longest sequence the reward model scores (the prompt is cut from the left).
+        scorer: the as-is RM filter's judge: any ``almost.scorers.Scorer``, or a saved reward model's directory
+            (None: no RM filter). A pair is kept only if the chosen response scores higher.
         output, seed: see ``GenerationJob`` (the job samples nothing; the seed is unused).
     """
 
-    def __init__(self, rubric: str, output: str, heuristic: HeuristicFilter = HeuristicFilter(),
-                 reward_model: str | None = None, max_length: int = 512, seed: int = 0) -> None:
+    def __init__(self, output: str, rubric: str | None = None, heuristic: HeuristicFilter = HeuristicFilter(),
+                 scorer: Scorer | str | None = None, seed: int = 0) -> None:
         super().__init__(output, seed)
-        self.rubric = Rubric.parse(rubric)
+        self.rubric = Rubric.parse(rubric) if rubric else None
         self.heuristic = heuristic
-        self.max_length = max_length
-        self.reward_model, self.rm_tokenizer = load_scorer(reward_model) if reward_model else (None, None)
+        self.scorer = RewardModelScorer(scorer) if isinstance(scorer, str) else scorer
+
+    def on_predict_start(self) -> None:
+        super().on_predict_start()
+        if self.rubric is None:
+            self.rubric = recorded_rubric(Path(self.trainer.datamodule.hparams.path))
 
     def run(self, items: list[tuple[int, Any]], seed: int) -> list[dict]:
         records: list[Responses] = [record for _, record in items]
         scores: dict[tuple[str, str], float] = {}
-        if self.reward_model is not None:  # one batched pass over every response of the batch
+        if self.scorer is not None:  # one batched call over every response of the batch
             pairs = sorted({(r.prompt, text) for r in records for text in r.responses.values() if text.strip()})
-            values = reward_scores(self.reward_model, self.rm_tokenizer, [[Turn("user", p)] for p, _ in pairs],
-                                   [text for _, text in pairs], max_length=self.max_length)
+            values = self.scorer.score([p for p, _ in pairs], [text for _, text in pairs])
             scores = dict(zip(pairs, values))
 
-        def rm_agrees(prompt: str, chosen: str, rejected: str) -> bool:
-            return scores[prompt, chosen] > scores[prompt, rejected]
+        def rm_agrees(prompt: str, chosen: str, rejected: str) -> bool:  # an unjudged side never wins
+            good, bad = scores[prompt, chosen], scores[prompt, rejected]
+            return good is not None and bad is not None and good > bad
 
         rows = []
         for index, record in items:
             comparisons, stats = build_comparisons(record.prompt, record.responses, self.rubric, self.heuristic,
-                                                   rm_agrees if self.reward_model is not None else None)
+                                                   rm_agrees if self.scorer is not None else None)
             rows.append({"index": index, "stats": asdict(stats),
                          "comparisons": [asdict(c) for c in comparisons]})
         return rows
@@ -60,4 +67,14 @@ class ComparisonJob(GenerationJob):
         comparisons = [Comparison(**c) for row in rows for c in row["comparisons"]]
         write_jsonl(self.output, comparisons)
         stats = sum((Stats(**row["stats"]) for row in rows), Stats())
-        return {"rubric": str(self.rubric), "reward_model_filter": self.reward_model is not None, **stats.to_dict()}
+        return {"rubric": str(self.rubric), "reward_model_filter": self.scorer is not None, **stats.to_dict()}
+
+
+def recorded_rubric(responses: Path) -> Rubric:
+    """The rubric that the responses job wrote ``responses`` with (its ``<stem>.stats.json``)."""
+    stats = responses.with_name(responses.stem + ".stats.json")
+    rubric = json.loads(stats.read_text()).get("rubric") if stats.is_file() else None
+    if not rubric:
+        raise ValueError(f"ComparisonJob: no rubric given and none recorded in {stats} (set model.init_args.rubric, "
+                         "or write the responses with PromptedResponsesJob(rubric=...))")
+    return Rubric.parse(rubric)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from almost.feedback import Rubric
 from almost.generation import SamplingConfig
 from almost.prompting import PromptedConfig, Prompter
 from almost.records import Prompt, Responses, Turn, write_jsonl
@@ -20,16 +21,22 @@ from lit_models.jobs.base import GenerationJob, load_models
 class PromptedResponsesJob(GenerationJob):
     """Args:
         models: model name -> local Hugging Face directory (e.g. ``{L: runs/sandbox/pretrain_l/hf}``).
-        configurations: ``<model>-<style>-<k>shot`` names, e.g. ``L-faithful-3shot``.
+        configurations: ``<model>-<style>-<k>shot`` names, e.g. ``L-faithful-3shot``; default: those of ``rubric``.
+        rubric: the rule of thumb over the configurations, best first (``almost.feedback.Rubric``, e.g.
+            ``"L-faithful-3shot > L-hhh-5shot > ..."``); recorded in the statistics, where the comparisons job
+            reads it, so that it is written in one place.
         prompter: renders the few-shot prompts of each style.
         sampling: sampling settings (stop strings come from the prompter).
         output, seed: see ``GenerationJob``.
     """
 
-    def __init__(self, models: dict[str, str], configurations: list[str], prompter: Prompter, output: str,
-                 sampling: SamplingConfig = SamplingConfig(), seed: int = 0) -> None:
+    def __init__(self, models: dict[str, str], prompter: Prompter, output: str, configurations: list[str] | None = None,
+                 rubric: str | None = None, sampling: SamplingConfig = SamplingConfig(), seed: int = 0) -> None:
         super().__init__(output, seed)
-        self.configs = [PromptedConfig.parse(name) for name in configurations]
+        if configurations is None and rubric is None:
+            raise ValueError("PromptedResponsesJob needs configurations or a rubric")
+        self.rubric = Rubric.parse(rubric) if rubric else None
+        self.configs = [PromptedConfig.parse(name) for name in configurations or self.rubric.configs]
         missing = sorted({c.model for c in self.configs} - set(models))
         if missing:
             raise ValueError(f"configuration needs model {missing[0]!r}, which `models` does not name")
@@ -55,4 +62,5 @@ class PromptedResponsesJob(GenerationJob):
         write_jsonl(self.output, records)
         empty = {c.name: sum(not r.responses[c.name].strip() for r in records) for c in self.configs}
         mean_chars = {c.name: sum(len(r.responses[c.name]) for r in records) / len(records) for c in self.configs}
-        return {"queries": len(records), "empty_responses": empty, "mean_response_chars": mean_chars}
+        return {"queries": len(records), "rubric": str(self.rubric) if self.rubric else None, "empty_responses": empty,
+                "mean_response_chars": mean_chars}

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from almost.generation import SamplingConfig
 from almost.prompting import Prompter
 from almost.records import Demonstration, Prompt, Turn, write_jsonl
-from almost.scoring import load_scorer, reward_scores
+from almost.scorers import RewardModelScorer, Scorer
 from almost.selfplay import Conversation, self_play
 from lit_models.jobs.base import GenerationJob, load_models
 
@@ -39,30 +39,29 @@ class SelfPlayJob(GenerationJob):
         prompter: renders the assistant's and the user's few-shot prompts.
         assistant_style, assistant_shots: the assistant's prompt (e.g. ``faithful``, 3).
         user_shots: demonstrations in the user's prompt (style ``user``).
-        reward_model: saved reward model directory that picks the best of ``n_samples`` (None: plain self-play).
+        scorer: picks the best of ``n_samples`` answers: any ``almost.scorers.Scorer`` (RMSP: the reward model), or
+            a saved reward model's directory (None: plain self-play).
         n_samples: answers sampled per assistant turn (``N``; 1 without a reward model).
         turns: assistant turns per conversation at most (``T``).
         sampling: sampling settings (stop strings come from the prompter).
-        max_length: longest sequence the reward model scores.
         output, seed: see ``GenerationJob``.
     """
 
     def __init__(self, assistant: str, user: str, prompter: Prompter, output: str, assistant_style: str = "faithful",
-                 assistant_shots: int = 3, user_shots: int = 2, reward_model: str | None = None, n_samples: int = 4,
-                 turns: int = 2, sampling: SamplingConfig = SamplingConfig(), max_length: int = 512,
-                 seed: int = 0) -> None:
+                 assistant_shots: int = 3, user_shots: int = 2, scorer: Scorer | str | None = None, n_samples: int = 4,
+                 turns: int = 2, sampling: SamplingConfig = SamplingConfig(), seed: int = 0) -> None:
         super().__init__(output, seed)
-        if n_samples > 1 and reward_model is None:
-            raise ValueError("n_samples > 1 needs a reward_model to choose among the samples")
+        if n_samples > 1 and scorer is None:
+            raise ValueError("n_samples > 1 needs a scorer to choose among the samples")
         self.prompter = prompter
         self.assistant_style, self.assistant_shots, self.user_shots = assistant_style, assistant_shots, user_shots
-        self.n_samples, self.turns, self.max_length = n_samples, turns, max_length
+        self.n_samples, self.turns = n_samples, turns
         self.answer_sampling = replace(sampling, stop_strings=prompter.stop_strings("assistant"))
         self.user_sampling = replace(sampling, stop_strings=prompter.stop_strings("user"))
         self.networks, self.tokenizers = load_models({"assistant": assistant, **({} if user == assistant else
                                                                                  {"user": user})})
         self.user_key = "assistant" if user == assistant else "user"
-        self.reward_model, self.rm_tokenizer = load_scorer(reward_model) if reward_model else (None, None)
+        self.scorer = RewardModelScorer(scorer) if isinstance(scorer, str) else scorer
 
     def run(self, items: list[tuple[int, Any]], seed: int) -> list[dict]:
         seeds = count(seed, 7919)  # a fresh seed for every model call of this batch
@@ -79,12 +78,9 @@ class SelfPlayJob(GenerationJob):
                                   self.user_sampling, next(seeds))
             return [g.text for (g,) in samples]
 
-        def score(histories, answers):
-            return reward_scores(self.reward_model, self.rm_tokenizer, histories, answers, max_length=self.max_length)
-
         prompts: list[Prompt] = [record for _, record in items]
         conversations = self_play([p.prompt for p in prompts], answer, ask,
-                                  score if self.reward_model is not None else None, self.n_samples, self.turns)
+                                  self.scorer.score if self.scorer is not None else None, self.n_samples, self.turns)
         return [self._row(index, prompt, conversation)
                 for (index, prompt), conversation in zip(items, conversations)]
 

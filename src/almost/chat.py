@@ -63,6 +63,11 @@ def encode_turn(tokenizer, template: ChatTemplate, turn: Turn) -> list[int]:
     return _encode(tokenizer, turn.content) + [SpecialIds.of(tokenizer).eos]
 
 
+def text_ids(tokenizer, template: ChatTemplate, text: str) -> list[int]:
+    """Ids of ``text`` as an assistant turn's content, without the EOS that closes the turn."""
+    return encode_turn(tokenizer, template, Turn("assistant", text))[:-1]
+
+
 def encode_comparison(
     tokenizer, template: ChatTemplate, comparison: Comparison, max_length: int
 ) -> tuple[list[int], list[int]]:

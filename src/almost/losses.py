@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from almost.chat import IGNORE_INDEX
+from almost.logprobs import response_logprobs
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -32,22 +32,6 @@ def preference_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
     ``chosen_rewards``, ``rejected_rewards`` ``(B,)`` -> scalar. (Ouyang et al. 2022, eq. 1.)
     """
     return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
-
-
-def response_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each row's labelled (response) tokens, and their count.
-
-    ``logits`` ``(B, T, V)``, ``labels`` ``(B, T)`` with ``IGNORE_INDEX`` on tokens not scored.
-    Position ``t`` predicts ``labels[t + 1]``. Returns ``(logprob_sum (B,), n_tokens (B,))``.
-    """
-    shift_logits = logits[:, :-1]  # (B, T-1, V)
-    shift_labels = labels[:, 1:]  # (B, T-1)
-    scored = shift_labels != IGNORE_INDEX
-    token_logprobs = -F.cross_entropy(  # over (B * (T-1), V) rows: contiguous, 3x faster than a (B, V, T-1) view
-        shift_logits.reshape(-1, shift_logits.shape[-1]).float(), shift_labels.masked_fill(~scored, 0).reshape(-1),
-        reduction="none",
-    ).view_as(shift_labels)  # (B, T-1)
-    return (token_logprobs * scored).sum(-1), scored.sum(-1)
 
 
 def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

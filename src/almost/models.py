@@ -53,6 +53,11 @@ class ModelSource:
         if self.arch is not None and "model_type" not in self.arch:
             raise ValueError("ModelSource.arch needs a 'model_type' key, e.g. 'llama'")
 
+    @classmethod
+    def of(cls, source: "ModelSource | dict[str, Any]") -> "ModelSource":
+        """``source`` itself, or a ModelSource from its fields as plain data (a config dict)."""
+        return source if isinstance(source, ModelSource) else cls(**dict(source))
+
     @property
     def tokenizer_dir(self) -> str:
         return self.tokenizer or self.path  # type: ignore[return-value]
@@ -102,6 +107,16 @@ def build_causal_lm(source: ModelSource, tokenizer) -> nn.Module:
     )
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Zero every dropout probability: the first PPO minibatch must see ``pi == pi_old`` (ratio 1), and
+    rollout, scoring and updates must see the same function whatever the module's train/eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # transformers attention modules
+            module.attention_dropout = 0.0
+
+
 class RewardModel(nn.Module):
     """Backbone + scalar head. ``forward`` gives per-token values ``(B, T)``; ``score`` the reward ``(B,)``."""
 
@@ -130,11 +145,19 @@ class RewardModel(nn.Module):
         return model
 
     @classmethod
+    def load(cls, source: ModelSource, tokenizer=None) -> "RewardModel":
+        """The one reward-model loader: a saved reward model from ``source.path`` (its head file must be there: a
+        causal LM would get a random head), or fresh weights from ``source.arch`` (``tokenizer`` needed)."""
+        if source.path is None:
+            return cls.build(source, tokenizer)
+        if not Path(source.path, HEAD_FILE).is_file():
+            raise FileNotFoundError(f"{source.path!r} holds no {HEAD_FILE}: not a saved reward model")
+        return cls.build(source, tokenizer)
+
+    @classmethod
     def from_pretrained(cls, path: str, **source_kwargs) -> "RewardModel":
         """Load a reward model saved by :meth:`save_pretrained` (the head file must be there)."""
-        if not Path(path, HEAD_FILE).is_file():
-            raise FileNotFoundError(f"{path!r} holds no {HEAD_FILE}: not a saved reward model")
-        return cls.build(ModelSource(path=path, **source_kwargs), tokenizer=None)
+        return cls.load(ModelSource(path=path, **source_kwargs))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``input_ids``, ``attention_mask`` ``(B, T)`` -> values ``(B, T)`` (one scalar per position)."""

@@ -9,33 +9,13 @@ and 0 on the padding that follows the end of a response. Values at padded positi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Literal, NamedTuple
 
 import torch
 
+from almost.logprobs import upcast
 from almost.losses import last_token_index
-
-
-def _upcast(logits: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits in float32 (a fresh copy); float32/float64 logits unchanged."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-
-
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log-probability of ``tokens`` under ``softmax(logits / temperature)``.
-
-    ``logits`` ``(B, T, V)``, ``tokens`` ``(B, T)`` -> ``(B, T)``. Pass the temperature used for sampling so
-    that the log-probs are those of the distribution the tokens were drawn from.
-    ``log p(x_t) = logits[x_t] / tau - logsumexp(logits / tau)``.
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    scaled = _upcast(logits)
-    if temperature != 1.0:
-        # divide a fresh upcast copy in place; never write into the caller's tensor
-        scaled = scaled.div_(temperature) if scaled is not logits else scaled / temperature
-    return scaled.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -199,7 +179,7 @@ def entropy_from_logits(logits: torch.Tensor, response_mask: torch.Tensor) -> to
 
     ``logits`` ``(B, T, V)``, ``response_mask`` ``(B, T)``. ``H = logsumexp(l) - sum_v softmax(l)_v * l_v``.
     """
-    logits = _upcast(logits)
+    logits = upcast(logits)
     entropy = logits.logsumexp(-1) - (logits.softmax(-1) * logits).sum(-1)  # (B, T)
     return masked_mean(entropy, response_mask)
 
@@ -287,32 +267,31 @@ class RunningMoments:
 
 
 @dataclass(frozen=True)
-class Rollout:
-    """One batch of generated experience. ``P`` prompt length (left-padded), ``T`` response length.
+class RolloutStats:
+    """Scalars of one rollout (this process), logged as ``rollout/<name>``."""
 
-    Built in stages (generate -> score -> advantages): fill later fields with ``dataclasses.replace``.
-    Per-token fields are aligned with ``response_ids``: entry ``t`` is about response token ``t``.
-    """
+    score: torch.Tensor  # mean reward-model score, before the EOS penalty, normalisation and clipping
+    reward_total: torch.Tensor  # mean over rows of sum_t r_t (shaped score + KL penalty)
+    kl: torch.Tensor  # mean over rows of sum_t (log pi - log rho): the sequence KL (k1 estimate)
+    response_length: torch.Tensor  # mean number of real response tokens (EOS included)
+    no_eos_fraction: torch.Tensor  # share of responses cut by max_new_tokens
 
-    query_ids: torch.Tensor  # (B, P) prompt token ids, left-padded
-    query_mask: torch.Tensor  # (B, P) 1 = real prompt token
-    response_ids: torch.Tensor  # (B, T) generated token ids, right-padded after EOS
-    response_mask: torch.Tensor  # (B, T) 1 = real response token (EOS included)
-    logprobs: torch.Tensor  # (B, T) log pi_old(token), policy at generation time (sampling temperature)
-    ref_logprobs: torch.Tensor  # (B, T) log pi_ref(token), frozen reference (SFT) policy
-    values: torch.Tensor  # (B, T) V_old(state before token t)
-    scores: torch.Tensor  # (B,) reward-model score of each full response
-    rewards: torch.Tensor | None = None  # (B, T) per_token_rewards: -kl_coef * kl, plus score at the end
-    advantages: torch.Tensor | None = None  # (B, T) gae_advantages (whitened or not, as the caller chose)
-    returns: torch.Tensor | None = None  # (B, T) advantages + values: the value-function targets
 
-    @property
-    def batch_size(self) -> int:
-        return self.response_ids.shape[0]
+@dataclass(frozen=True)
+class PPOStats:
+    """Scalars of one rollout's PPO epochs (this process, mean over minibatches), logged as ``ppo/<name>``."""
 
-    def minibatch(self, indices: torch.Tensor) -> Rollout:
-        """The rows ``indices`` ``(b,)`` of every field, as a new Rollout."""
-        selected = {
-            f.name: getattr(self, f.name)[indices] for f in fields(self) if getattr(self, f.name) is not None
-        }
-        return replace(self, **selected)
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor  # of the sampling distribution softmax(logits / temperature)
+    clipfrac: torch.Tensor
+    approx_kl: torch.Tensor  # KL(pi_old || pi) over the update, k2 estimate
+    value_clipfrac: torch.Tensor
+    explained_variance: torch.Tensor  # of the returns by the rollout's values (before the update)
+    policy_grad_norm: torch.Tensor  # before clipping
+    critic_grad_norm: torch.Tensor
+
+
+def as_metrics(stats: RolloutStats | PPOStats, prefix: str) -> dict[str, torch.Tensor]:
+    """``{prefix}/<field>``: every field of ``stats`` as a detached float scalar."""
+    return {f"{prefix}/{f.name}": getattr(stats, f.name).detach().float() for f in fields(stats)}

@@ -50,11 +50,12 @@ def usable_question(text: str, role_tags: Sequence[str] = ("User:", "Assistant:"
     return None
 
 
-def best_of(scores: Sequence[float]) -> int:
-    """Index of the highest score; the first one on ties; NaN never wins unless all are NaN."""
+def best_of(scores: Sequence[float | None]) -> int:
+    """Index of the highest score; the first one on ties; NaN or None (unjudged) never wins unless all are."""
+    values = [math.nan if value is None else value for value in scores]
     best = 0
-    for i, value in enumerate(scores):
-        if not math.isnan(value) and (math.isnan(scores[best]) or value > scores[best]):
+    for i, value in enumerate(values):
+        if not math.isnan(value) and (math.isnan(values[best]) or value > values[best]):
             best = i
     return best
 

@@ -27,7 +27,7 @@ import yaml
 from almost.evaluation import preference_accuracy
 from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs
 from almost.prompting import PromptedConfig
-from almost.records import Responses, Turn, load_jsonl
+from almost.records import Responses, load_jsonl
 from almost.sandbox.oracle import score
 from almost.sandbox.report import oracle_pairs, oracle_verdict
 from almost.sandbox.world import World
@@ -82,12 +82,11 @@ def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubri
 
 def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict[str, tuple[float, int]]:
     """``family -> (accuracy, pairs)`` of the RM on the report's held-out oracle pairs (ties count half)."""
-    from almost.scoring import load_scorer, reward_scores
+    from almost.scorers import RewardModelScorer
 
     prompts, better, worse = oracle_pairs(world, responses)
-    rm, tokenizer = load_scorer(str(rm_dir))
-    histories = [[Turn("user", p)] for p in prompts]
-    good, bad = reward_scores(rm, tokenizer, histories, better), reward_scores(rm, tokenizer, histories, worse)
+    rm = RewardModelScorer(str(rm_dir))
+    good, bad = rm.score(prompts, better), rm.score(prompts, worse)
     pairs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for prompt, g, w in zip(prompts, good, bad):
         query = world.parse(prompt)

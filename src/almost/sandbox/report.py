@@ -36,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from almost.chat import ChatTemplate, encode_prompt
+from almost.chat import encode_prompt
 from almost.evaluation import longer_wins_accuracy, preference_accuracy, win_tie_loss
 from almost.generation import SamplingConfig, generate
 from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, load_jsonl
@@ -44,6 +44,7 @@ from almost.sandbox.baselines import VANILLA_SAMPLING
 from almost.sandbox.build import load_world
 from almost.sandbox.oracle import score
 from almost.sandbox.world import Query, World
+from almost.scorers import RewardModelScorer, resolve_template
 
 MIN_ORACLE_GAP = 0.2
 BEST_OF_N = 4  # zero-shot samples of the SFT policy per held-out query for sft_rmsp.best_of_n
@@ -58,7 +59,8 @@ def policy_answers(model_dir: str | Path, queries: Sequence[str], sampling: Samp
     source = ModelSource(path=str(model_dir))
     tokenizer = load_tokenizer(source)
     model = build_causal_lm(source, tokenizer).eval()
-    prompts = [encode_prompt(tokenizer, ChatTemplate(), [Turn("user", q)]) for q in queries]
+    template = resolve_template(str(model_dir), None)  # the one the policy was trained with
+    prompts = [encode_prompt(tokenizer, template, [Turn("user", q)]) for q in queries]
     return [[g.text for g in generate(model, tokenizer, prompts, sampling, batch_size=batch_size, seed=seed)]
             for seed in seeds]
 
@@ -129,15 +131,11 @@ def oracle_pairs(world: World, responses: Sequence[Responses]) -> tuple[list[str
 
 def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict:
     """RM vs oracle on the held-out :func:`oracle_pairs`, and the longer-response-wins baseline on them."""
-    from almost.scoring import load_scorer, reward_scores
-
     prompts, better, worse = oracle_pairs(world, responses)
     if not better:
         return {"oracle_pair_accuracy": None, "length_baseline_accuracy": None, "oracle_pairs": 0}
-    rm, tokenizer = load_scorer(str(rm_dir))
-    histories = [[Turn("user", p)] for p in prompts]
-    good_scores = reward_scores(rm, tokenizer, histories, better)
-    bad_scores = reward_scores(rm, tokenizer, histories, worse)
+    rm = RewardModelScorer(str(rm_dir))
+    good_scores, bad_scores = rm.score(prompts, better), rm.score(prompts, worse)
     return {"oracle_pair_accuracy": preference_accuracy(good_scores, bad_scores),
             "length_baseline_accuracy": longer_wins_accuracy(better, worse), "oracle_pairs": len(better)}
 
@@ -196,16 +194,13 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
                         "mean_answer_chars": statistics.fmean(len(a) for a in answers[name]),
                         "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers[name]))[:5]]}
     # the RM on the policies' answers: SFT -> PPO on the same queries, and best of BEST_OF_N SFT samples
-    from almost.scoring import load_scorer, reward_scores
-
-    rm, rm_tokenizer = load_scorer(str(runs / "rm" / "hf"))
-    histories = [[Turn("user", q)] for q in queries]
-    sft_rewards = [reward_scores(rm, rm_tokenizer, histories, sample) for sample in samples["sft_rmsp"]]
+    rm = RewardModelScorer(str(runs / "rm" / "hf"))
+    sft_rewards = [rm.score(queries, sample) for sample in samples["sft_rmsp"]]
     sft_oracle = [per_query["sft_rmsp"], *(oracle_scores(world, queries, s) for s in samples["sft_rmsp"][1:])]
     report["sft_rmsp"]["best_of_n"] = best_of_n_oracle(list(zip(*sft_oracle)), list(zip(*sft_rewards)))
     ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/kl"])
     report["ppo"].update(reward_start=statistics.fmean(sft_rewards[0]),
-                         reward_end=statistics.fmean(reward_scores(rm, rm_tokenizer, histories, answers["ppo"])),
+                         reward_end=statistics.fmean(rm.score(queries, answers["ppo"])),
                          kl=ppo_log["val/kl"][-1], rollout_score_first3=statistics.fmean(ppo_log["rollout/score"][:3]),
                          rollout_score_last3=statistics.fmean(ppo_log["rollout/score"][-3:]),
                          rollout_kl_last3=statistics.fmean(ppo_log["rollout/kl"][-3:]))
