@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
-from almost.losses import response_logprobs, response_token_loss
+from almost.logprobs import response_logprobs
+from almost.losses import response_token_loss
 from almost.models import build_causal_lm
 from lit_models.base import TrainingStage
 
