@@ -397,7 +397,8 @@ def test_ppo_with_the_oracle_as_reward_runs_on_a_world_and_scores_the_decoded_an
     model = make_module(tiny, reward=oracle.scorer, critic=tiny.reward)
     model.reward = oracle
     recorder = RolloutRecorder()
-    data = PromptDataModule(str(tmp_path / "prompts.jsonl"), tiny.policy, batch_size=8, max_length=64, shuffle=False)
+    prompts = str(tmp_path / "prompts.jsonl")  # all 8 in the one rollout (val_path: no held-out split)
+    data = PromptDataModule(prompts, tiny.policy, val_path=prompts, batch_size=8, max_length=64, shuffle=False)
     fit(model, data, rollouts=1, callbacks=[recorder])
     assert model.reward_net is None  # no token path: the oracle reads text
     assert len(oracle.calls) == 8 and all(0.0 <= s <= 1.0 for _, _, s in oracle.calls)
