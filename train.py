@@ -14,9 +14,11 @@ import warnings
 from pathlib import Path
 
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from almost.models import ModelSource
+from lit_models.callbacks import NonFiniteCheck, Output, OutputCheck, RunError, check_outputs
 
 
 def with_bases(config: str) -> list[str]:
@@ -51,7 +53,31 @@ def tokenizer_of(source: ModelSource | dict) -> str:
     return ModelSource.of(source).tokenizer_dir
 
 
+def run_error(error: BaseException | None) -> RunError | None:
+    """The ``RunError`` behind ``error``, if any (jsonargparse wraps errors raised while it builds the classes)."""
+    while error is not None and not isinstance(error, RunError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def logger_outputs(trainer: Namespace) -> list[Output]:
+    """The directories the configured loggers write (Lightning's default logger: under ``default_root_dir``)."""
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    outputs = []
+    for logger in loggers:
+        if logger is None or logger is True:
+            outputs.append(Output("default_root_dir", trainer.default_root_dir or ".", "dir"))
+        elif isinstance(logger, Namespace) and logger.get("init_args") and logger.init_args.get("save_dir"):
+            outputs.append(Output("logger save_dir", str(logger.init_args.save_dir), "dir"))
+    return outputs
+
+
 class AlmostCLI(LightningCLI):
+    def before_instantiate_classes(self) -> None:
+        # Lightning creates the loggers' directories before any callback runs, and a generation job loads its models
+        # as it is built: check where the logs go before building anything (the other outputs: OutputCheck).
+        check_outputs(logger_outputs(self.config.get(str(self.subcommand), self.config).trainer))
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--base", type=str | None, default=None, help="config this config builds on (see train.py)")
         parser.link_arguments("model.init_args.source", "data.init_args.tokenizer", compute_fn=tokenizer_of)
@@ -60,7 +86,16 @@ class AlmostCLI(LightningCLI):
 def main(argv: list[str] | None = None) -> None:
     argv = expand_config_bases(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # we pass the expanded argv
-    AlmostCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=argv)
+    # every run: outputs checked before any network is built, training stopped at the first non-finite number
+    checks = [OutputCheck(), NonFiniteCheck()]
+    try:
+        AlmostCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=argv,
+                  trainer_defaults={"callbacks": checks})
+    except Exception as error:
+        cause = run_error(error)
+        if cause is None:
+            raise
+        sys.exit(f"error: {cause}")  # the message says it all: no traceback
 
 
 if __name__ == "__main__":

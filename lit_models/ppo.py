@@ -46,6 +46,7 @@ from almost.ppo import (AdaptiveKLController, FixedKLController, PPOStats, Rollo
 from almost.rollout import (Rollout, ends_with_eos, response_logits, response_logprobs, response_mask_from_ids,
                             response_values, sequence_kl, shape_scores)
 from almost.scorers import RewardModelScorer, Scorer, resolve_template
+from lit_models.callbacks import check_finite
 from lit_models.export import export_pretrained
 
 VALIDATION_SEED_OFFSET = 2**40  # validation samples from its own seed stream, the same at every evaluation
@@ -238,6 +239,8 @@ class PPOModule(L.LightningModule):
                 torch.optim.AdamW(self.critic.parameters(), lr=self.hparams.critic_lr, fused=True)]
 
     def on_fit_start(self) -> None:
+        if self.reward_net is None:  # a scorer of decoded answers runs beside the policy
+            self.reward.to(self.device)
         if str(self.trainer.precision).startswith("16"):
             raise ValueError("PPOModule clips gradients itself and has no fp16 loss scaling: use bf16-mixed or 32-true")
         if self.trainer.max_steps != -1:
@@ -253,6 +256,7 @@ class PPOModule(L.LightningModule):
             finished = ends_with_eos(rollout.response_ids, rollout.response_mask, self.tokenizer.eos_token_id)
             # 2. score each answer, then EOS penalty / running standardisation / clipping
             raw_scores = self.score_responses(rollout, batch.get("prompts"))
+            check_finite({"rollout/score": raw_scores}, f"step {self.global_step}", self.trainer.strategy)
             rollout = replace(rollout, scores=self.shape_scores(raw_scores, finished))
             # 3. log-probs (policy, reference), values, KL, per-token rewards, GAE advantages
             rollout = self.make_rollout(rollout)

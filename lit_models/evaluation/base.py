@@ -30,6 +30,7 @@ import torch.distributed as dist
 from almost.chat import ChatTemplate
 from almost.models import ModelSource, load_tokenizer
 from almost.scorers import resolve_template
+from lit_models.callbacks import Output
 
 Row = dict[str, Any]  # one example's results; "index" is its position in the evaluation set
 
@@ -111,6 +112,10 @@ class EvaluationModule(L.LightningModule):
     def markdown(self, metrics: dict[str, float]) -> str:
         """The body of results.md (a table of the metrics unless a task has a better layout)."""
         return markdown_metrics(metrics)
+
+    def output_paths(self) -> list[Output]:
+        """Where the results go (checked before any network is built: ``lit_models.callbacks.OutputCheck``)."""
+        return [Output("out_dir", str(self.hparams.out_dir), "dir")]
 
     # --- Lightning hooks --------------------------------------------------------------------------
     def configure_model(self) -> None:

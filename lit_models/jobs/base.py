@@ -27,6 +27,7 @@ from almost.generation import Generation, SamplingConfig, generate
 from almost.models import ModelSource, build_causal_lm, load_tokenizer
 from almost.prompting import text_prompt_ids
 from almost.shards import ShardStore
+from lit_models.callbacks import Output, check_outputs
 
 
 class ShardWriter(BasePredictionWriter):
@@ -58,6 +59,7 @@ class GenerationJob(L.LightningModule):
         self.output = Path(output)
         self.seed = seed
         self.store = ShardStore(f"{output}.shards")
+        check_outputs(self.output_paths())  # here, before a subclass loads its models
         self.done: set[int] = set()
         self.generated_tokens = 0
         self.generation_seconds = 0.0
@@ -70,6 +72,15 @@ class GenerationJob(L.LightningModule):
     def finish(self, rows: list[dict]) -> dict:
         """Write the final outputs from all rows (input order); return the statistics to save and log."""
         raise NotImplementedError
+
+    def output_paths(self) -> list[Output]:
+        """What the job writes: the output, its shards and its statistics (``lit_models.callbacks.OutputCheck``)."""
+        return [Output("output", str(self.output), "file"), Output("output shards", str(self.store.directory), "dir"),
+                Output("output statistics", str(self.stats_path), "file")]
+
+    @property
+    def stats_path(self) -> Path:
+        return self.output.with_name(self.output.stem + ".stats.json")
 
     # --- the loop -----------------------------------------------------------------------------
     def configure_callbacks(self):
@@ -104,7 +115,7 @@ class GenerationJob(L.LightningModule):
         stats = self.finish(rows)
         stats["generated_tokens_this_run"] = self.generated_tokens  # by rank 0, the process that merges
         stats["tokens_per_second_this_run"] = self.generated_tokens / max(self.generation_seconds, 1e-9)
-        path = self.output.with_name(self.output.stem + ".stats.json")
+        path = self.stats_path
         path.write_text(json.dumps(stats, indent=2) + "\n")
         if self.logger is not None:
             self.logger.log_metrics({f"job/{k}": v for k, v in stats.items() if isinstance(v, (int, float))}, step=0)

@@ -3,9 +3,13 @@
     python -m almost.sandbox.pipeline              # run what is missing or out of date, then the report
     python -m almost.sandbox.pipeline --force      # a clean run: every stage again
     python -m almost.sandbox.pipeline --list       # the stages, their commands and whether they are up to date
+    python -m almost.sandbox.pipeline --until rm   # stop after a stage
 
 A stage is skipped when all its outputs exist and are newer than all its inputs (data, configs, the code of
-the sandbox world), so a rerun after an interruption resumes at the stage that did not finish. A stage's output
+the sandbox world), so a rerun after an interruption resumes at the stage that did not finish. A stage that was
+started and did not finish (killed, failed) leaves ``runs/sandbox/logs/<stage>.running`` behind: it is rerun, and
+resumes (from its last checkpoint, or its shards) even if some outputs are on disk, since a cut-short export or
+merge may have written some of them. A stage's output
 goes to ``runs/sandbox/logs/<stage>.log``; a failing stage stops the pipeline with its name and log path.
 Wall-clock seconds of every stage that ran are kept in ``runs/sandbox/wall_seconds.json`` (for the report).
 """
@@ -44,12 +48,20 @@ class Stage:
         newest_input = max((p.stat().st_mtime for p in self.inputs if p.exists()), default=0.0)
         return newest_input < min(p.stat().st_mtime for p in paths)
 
+    @property
+    def running_marker(self) -> Path:
+        """Written when the stage starts, removed when it succeeds."""
+        return RUNS / "logs" / f"{self.name}.running"
+
+    def interrupted(self) -> bool:
+        return self.running_marker.exists()
+
     def up_to_date(self) -> bool:
-        return self.newer_than_inputs(self.outputs)
+        return not self.interrupted() and self.newer_than_inputs(self.outputs)
 
     def prepare(self, force: bool) -> tuple[str, ...]:
         """The command to run: resume an interrupted run unless forced or its inputs changed since."""
-        resumable = not force and not any(p.exists() for p in self.outputs)
+        resumable = not force and (self.interrupted() or not any(p.exists() for p in self.outputs))
         if self.shards is not None and not (resumable and self.newer_than_inputs((self.shards,))):
             shutil.rmtree(self.shards, ignore_errors=True)
         if self.checkpoint is not None:
@@ -122,10 +134,13 @@ def stages() -> list[Stage]:
     ]
 
 
-def run(force: bool = False, extra: dict[str, list[str]] | None = None) -> dict[str, float]:
-    """Run the stages that are not up to date; ``extra`` adds arguments to stages (name patterns such as
-    ``pretrain_*`` allowed). Returns the wall-clock seconds of every stage run so far."""
+def run(force: bool = False, extra: dict[str, list[str]] | None = None, until: str | None = None) -> dict[str, float]:
+    """Run the stages that are not up to date, up to the stage ``until`` (default: all); ``extra`` adds arguments to
+    stages (name patterns such as ``pretrain_*`` allowed). Returns the wall-clock seconds of every stage run so far."""
     extra = extra or {}
+    names = [stage.name for stage in stages()]
+    if until is not None and until not in names:
+        sys.exit(f"[pipeline] --until {until}: no such stage (stages: {', '.join(names)})")
     logs = RUNS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     timing_file = RUNS / "wall_seconds.json"
@@ -133,12 +148,16 @@ def run(force: bool = False, extra: dict[str, list[str]] | None = None) -> dict[
     for stage in stages():
         if not force and stage.up_to_date():
             print(f"[pipeline] {stage.name}: up to date", flush=True)
+            if stage.name == until:
+                break
             continue
         command = stage.prepare(force) + tuple(
             arg for pattern, args in extra.items() if fnmatch.fnmatch(stage.name, pattern) for arg in args)
         log = logs / f"{stage.name}.log"
-        print(f"[pipeline] {stage.name}: {' '.join(command)}  (log: {log})", flush=True)
+        again = "interrupted before, resuming: " if stage.interrupted() else ""
+        print(f"[pipeline] {stage.name}: {again}{' '.join(command)}  (log: {log})", flush=True)
         start = time.perf_counter()
+        stage.running_marker.touch()
         with log.open("w") as out:
             code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
         if code != 0:
@@ -146,7 +165,10 @@ def run(force: bool = False, extra: dict[str, list[str]] | None = None) -> dict[
             sys.exit(f"{tail}\n[pipeline] stage {stage.name!r} failed (exit code {code}); its log: {log}")
         wall[stage.name] = round(time.perf_counter() - start, 1)
         timing_file.write_text(json.dumps(wall, indent=2) + "\n")
+        stage.running_marker.unlink()
         print(f"[pipeline] {stage.name}: done in {wall[stage.name]:.0f} s", flush=True)
+        if stage.name == until:
+            break
     return wall
 
 
@@ -154,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--list", action="store_true", help="show the stages and exit")
+    parser.add_argument("--until", metavar="STAGE", help="stop after this stage")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
                         help="an extra argument for a stage's command, e.g. --set rm=--trainer.max_epochs=1")
     args = parser.parse_args()
@@ -163,9 +186,10 @@ def main() -> None:
         extra.setdefault(stage, []).append(arg)
     if args.list:
         for stage in stages():
-            print(f"{stage.name:14s} {'up to date' if stage.up_to_date() else 'to run':10s} {' '.join(stage.command)}")
+            state = "up to date" if stage.up_to_date() else "interrupted" if stage.interrupted() else "to run"
+            print(f"{stage.name:14s} {state:11s} {' '.join(stage.command)}")
         return
-    run(force=args.force, extra=extra)
+    run(force=args.force, extra=extra, until=args.until)
 
 
 if __name__ == "__main__":
