@@ -2,7 +2,9 @@
 
 A model comes either from a local directory in Hugging Face format (``ModelSource(path=...)``) or
 is built with fresh weights from a small architecture dict (``ModelSource(arch={...},
-tokenizer=...)``). Nothing here contacts a model hub: paths must exist locally.
+tokenizer=...)``). Nothing here contacts a model hub: paths must exist locally. A path may also name a
+GGUF file (or a directory holding one): it is converted once into a cached Hugging Face directory
+(``almost.gguf``) and loaded from there.
 
 The reward model is a causal-LM backbone (the transformer without its LM head) with a scalar head,
 read at the last real token of each sequence. It saves as ``save_pretrained`` of the backbone plus
@@ -31,10 +33,11 @@ class ModelSource:
     """Where a model comes from.
 
     Args:
-        path: local directory in Hugging Face format (weights, config, usually the tokenizer).
+        path: local directory in Hugging Face format (weights, config, usually the tokenizer), or a ``.gguf``
+            file or a directory holding one (converted once, see ``almost.gguf``).
         arch: instead of ``path``: a transformers config as a dict (with ``model_type``) for fresh
             weights; vocabulary size and special token ids are taken from the tokenizer.
-        tokenizer: tokenizer directory; defaults to ``path``.
+        tokenizer: tokenizer directory (or GGUF file); defaults to ``path``.
         trust_remote_code: allow code shipped inside ``path`` to run (off by default).
         dtype: dtype of the loaded weights (``float32``, ``bfloat16``, ``float16``).
     """
@@ -68,6 +71,10 @@ class ModelSource:
 
 
 def _local_dir(path: str, what: str) -> str:
+    """``path``, a local directory, or the converted Hugging Face directory of a GGUF ``path``."""
+    from almost.gguf import resolve
+
+    path = resolve(path)
     if not Path(path).is_dir():
         raise FileNotFoundError(f"{what} directory {path!r} does not exist (models are only read from local directories)")
     return path
