@@ -231,3 +231,17 @@ def test_the_pipeline_killed_mid_stage_resumes_at_that_stage(tmp_path, rng):
     if killed is not None:
         assert f"[pipeline] {killed}: interrupted before, resuming: " in rerun.stdout, rerun.stdout
     assert (tmp_path / "runs/sandbox/pretrain_l/hf/model.safetensors").is_file()
+
+
+def test_pretraining_runs_in_fp32_where_the_cpu_emulates_bf16(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = pipeline.RUNS / "m.txt"
+    monkeypatch.setattr(pipeline, "stages", lambda: [fake_stage("pretrain_m", (), out)])
+    monkeypatch.setattr(pipeline, "cpu_bf16_is_slow", lambda: False)
+    assert pipeline.precision_fallback(pipeline.stages(), force=False) == {}
+    monkeypatch.setattr(pipeline, "cpu_bf16_is_slow", lambda: True)
+    assert pipeline.precision_fallback(pipeline.stages(), force=False) == {"pretrain_m": ["--trainer.precision=32-true"]}
+    pipeline.run(extra={"pretrain_m": ["--seed_everything=3"]})  # a --set of the same stage keeps the fallback
+    assert "--trainer.precision=32-true --seed_everything=3" in capsys.readouterr().out
+    assert pipeline.precision_fallback(pipeline.stages(), force=False) == {}  # up to date: nothing to say

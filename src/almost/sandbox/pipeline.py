@@ -134,42 +134,94 @@ def stages() -> list[Stage]:
     ]
 
 
+def cpu_bf16_is_slow(size: int = 256, repeats: int = 3) -> bool:
+    """Whether a bf16 matmul is slower than an fp32 one on this machine's CPU, measured (a few ms). CPUs without
+    bf16 instructions (AVX512-BF16, AMX) emulate it: about 45x slower than fp32 on an AVX2-only CPU."""
+    import torch
+
+    def median_seconds(dtype: torch.dtype) -> float:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return sorted(times)[repeats // 2]
+
+    return median_seconds(torch.bfloat16) > median_seconds(torch.float32)
+
+
+def precision_fallback(stage_list: list[Stage], force: bool) -> dict[str, list[str]]:
+    """``pretrain_m`` and ``pretrain_l`` pretrain in ``bf16-mixed`` (1.5x faster where the CPU has bf16
+    instructions); on a CPU-only machine where bf16 is slower, they run in ``32-true`` instead, said once."""
+    import torch
+
+    to_run = [s.name for s in stage_list if s.name in ("pretrain_m", "pretrain_l") and (force or not s.up_to_date())]
+    if not to_run or torch.cuda.is_available() or not cpu_bf16_is_slow():
+        return {}
+    print(f"[pipeline] this CPU runs bf16 matmuls slower than fp32 (no bf16 instructions): "
+          f"{', '.join(to_run)} in --trainer.precision=32-true instead of bf16-mixed", flush=True)
+    return {name: ["--trainer.precision=32-true"] for name in to_run}
+
+
 def run(force: bool = False, extra: dict[str, list[str]] | None = None, until: str | None = None) -> dict[str, float]:
     """Run the stages that are not up to date, up to the stage ``until`` (default: all); ``extra`` adds arguments to
     stages (name patterns such as ``pretrain_*`` allowed). Returns the wall-clock seconds of every stage run so far."""
+    stage_list = stages()
+    fallback = precision_fallback(stage_list, force)
+    extra = {name: fallback.get(name, []) + (extra or {}).get(name, []) for name in {*fallback, *(extra or {})}}
+    return run_stages(stage_list, RUNS / "wall_seconds.json", force=force, extra=extra, until=until)
+
+
+def run_stages(stage_list: list[Stage], timing_file: Path, force: bool = False,
+               extra: dict[str, list[str]] | None = None, until: str | None = None,
+               tag: str = "pipeline") -> dict[str, float]:
+    """Run the stages of ``stage_list`` that are not up to date, in order, up to ``until``; keep the wall-clock
+    seconds of each in ``timing_file``; messages start with ``[tag]``. Returns the seconds of every stage run so
+    far (those kept in ``timing_file`` included)."""
     extra = extra or {}
-    names = [stage.name for stage in stages()]
+    names = [stage.name for stage in stage_list]
     if until is not None and until not in names:
-        sys.exit(f"[pipeline] --until {until}: no such stage (stages: {', '.join(names)})")
-    logs = RUNS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    timing_file = RUNS / "wall_seconds.json"
+        sys.exit(f"[{tag}] --until {until}: no such stage (stages: {', '.join(names)})")
+    (RUNS / "logs").mkdir(parents=True, exist_ok=True)
+    timing_file.parent.mkdir(parents=True, exist_ok=True)
     wall = json.loads(timing_file.read_text()) if timing_file.is_file() and not force else {}
-    for stage in stages():
+    for stage in stage_list:
         if not force and stage.up_to_date():
-            print(f"[pipeline] {stage.name}: up to date", flush=True)
+            print(f"[{tag}] {stage.name}: up to date", flush=True)
             if stage.name == until:
                 break
             continue
         command = stage.prepare(force) + tuple(
             arg for pattern, args in extra.items() if fnmatch.fnmatch(stage.name, pattern) for arg in args)
-        log = logs / f"{stage.name}.log"
+        log = RUNS / "logs" / f"{stage.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         again = "interrupted before, resuming: " if stage.interrupted() else ""
-        print(f"[pipeline] {stage.name}: {again}{' '.join(command)}  (log: {log})", flush=True)
+        print(f"[{tag}] {stage.name}: {again}{' '.join(command)}  (log: {log})", flush=True)
         start = time.perf_counter()
         stage.running_marker.touch()
         with log.open("w") as out:
             code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
         if code != 0:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-            sys.exit(f"{tail}\n[pipeline] stage {stage.name!r} failed (exit code {code}); its log: {log}")
+            sys.exit(f"{tail}\n[{tag}] stage {stage.name!r} failed (exit code {code}); its log: {log}")
         wall[stage.name] = round(time.perf_counter() - start, 1)
         timing_file.write_text(json.dumps(wall, indent=2) + "\n")
         stage.running_marker.unlink()
-        print(f"[pipeline] {stage.name}: done in {wall[stage.name]:.0f} s", flush=True)
+        print(f"[{tag}] {stage.name}: done in {wall[stage.name]:.0f} s", flush=True)
         if stage.name == until:
             break
     return wall
+
+
+def parse_sets(items: list[str]) -> dict[str, list[str]]:
+    """``--set STAGE=ARG`` options as ``{stage pattern: [args]}``."""
+    extra: dict[str, list[str]] = {}
+    for item in items:
+        stage, _, arg = item.partition("=")
+        extra.setdefault(stage, []).append(arg)
+    return extra
 
 
 def main() -> None:
@@ -180,10 +232,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
                         help="an extra argument for a stage's command, e.g. --set rm=--trainer.max_epochs=1")
     args = parser.parse_args()
-    extra: dict[str, list[str]] = {}
-    for item in args.set:
-        stage, _, arg = item.partition("=")
-        extra.setdefault(stage, []).append(arg)
+    extra = parse_sets(args.set)
     if args.list:
         for stage in stages():
             state = "up to date" if stage.up_to_date() else "interrupted" if stage.interrupted() else "to run"
