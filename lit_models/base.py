@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import reset_seed
 from torch import nn
 
+from almost.adapters import adapter_config, attach_adapter
 from almost.distributed import shard_model
 from almost.models import ModelSource, load_tokenizer
 from almost.schedule import warmup_cosine
 from lit_models.export import export_pretrained
+
+MERGED_DIR = "merged"  # export_dir/merged: the full model with the adapter merged (export_merged)
 
 
 class TrainingStage(L.LightningModule):
@@ -27,6 +31,11 @@ class TrainingStage(L.LightningModule):
         min_lr_ratio: learning rate at the end of the cosine, as a fraction of ``lr``.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         export_dir: at the end of ``fit``, save the trained model and tokenizer here in Hugging Face format.
+        adapter: train a peft adapter instead of every weight: the peft config's keyword arguments with its
+            ``peft_type`` (``LORA`` or ``IA3``, see ``almost.adapters``), e.g. ``{peft_type: LORA, r: 8,
+            lora_alpha: 16, target_modules: [q_proj, v_proj]}``. Only the adapter trains (and a reward model's
+            head); ``export_dir`` then gets a peft adapter directory on the ``source.path`` base.
+        export_merged: with ``adapter``, also save the full model with the adapter merged, in ``export_dir/merged``.
     """
 
     def __init__(
@@ -38,7 +47,13 @@ class TrainingStage(L.LightningModule):
         min_lr_ratio: float = 0.0,
         gradient_checkpointing: bool = False,
         export_dir: str | None = None,
+        adapter: dict[str, Any] | None = None,
+        export_merged: bool = False,
     ) -> None:
+        if adapter:
+            adapter_config(adapter)  # refuse a bad adapter config now, not at the end of setup
+        if export_merged and not adapter:
+            raise ValueError("export_merged merges a trained adapter: it needs 'adapter'")
         super().__init__()
         self.source = ModelSource.of(source)
         self.save_hyperparameters(ignore=["source"])
@@ -57,8 +72,12 @@ class TrainingStage(L.LightningModule):
         raise NotImplementedError
 
     def empty_network_like(self) -> nn.Module:
-        """An unsharded network of the same architecture, for export."""
+        """An unsharded network of the same architecture, for export (without the adapter)."""
         raise NotImplementedError
+
+    def with_adapter(self, net: nn.Module) -> nn.Module:
+        """``net`` with a fresh adapter of ``hparams.adapter``, only it trainable; here ``net`` is a causal LM."""
+        return attach_adapter(net, self.hparams.adapter, self.source.path, task_type="CAUSAL_LM")
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         """Loss of ``batch``, logging its metrics under ``{split}/``."""
@@ -82,6 +101,8 @@ class TrainingStage(L.LightningModule):
         # re-seed here (from `seed_everything`, if set) so fresh weights are the same under any strategy.
         reset_seed()
         net = self.build_network()
+        if self.hparams.get("adapter"):
+            net = self.with_adapter(net)
         net.train()  # from_pretrained leaves a model in eval mode: no dropout, and no gradient checkpointing
         if self.hparams.gradient_checkpointing:
             for module in net.modules():
@@ -123,5 +144,11 @@ class TrainingStage(L.LightningModule):
             self.export(self.hparams.export_dir)
 
     def export(self, directory: str | Path) -> None:
-        """Save the trained model, tokenizer and chat template in Hugging Face format (``lit_models.export``)."""
-        export_pretrained(self, self.net, directory, self.tokenizer, self.empty_network_like)
+        """Save the trained model, tokenizer and chat template in Hugging Face format (``lit_models.export``);
+        with an adapter, the peft adapter directory (and the merged model in ``directory/merged``)."""
+        if not self.hparams.get("adapter"):
+            export_pretrained(self, self.net, directory, self.tokenizer, self.empty_network_like)
+            return
+        merged = Path(directory) / MERGED_DIR if self.hparams.export_merged else None
+        export_pretrained(self, self.net, directory, self.tokenizer,
+                          lambda: self.with_adapter(self.empty_network_like()), merged_directory=merged)

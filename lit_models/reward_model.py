@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
+from almost.adapters import attach_adapter
 from almost.losses import preference_loss
 from almost.models import RewardModel
 from lit_models.base import TrainingStage
@@ -19,6 +20,9 @@ class RewardModelModule(TrainingStage):
     ``[B, 2B)`` the rejected sequences, scored in one forward pass. Logs ``{split}/loss``,
     ``{split}/accuracy`` (share of pairs with ``r_chosen > r_rejected``; ties count as wrong),
     ``{split}/chosen_reward``, ``{split}/rejected_reward`` and ``{split}/margin``.
+
+    With ``adapter`` the backbone gets the adapter and the scalar head stays trainable; the export is the
+    backbone's peft adapter directory plus ``reward_head.safetensors`` (``almost.adapters.load_reward_model``).
     """
 
     def make_metrics(self) -> dict[str, MeanMetric]:
@@ -31,6 +35,10 @@ class RewardModelModule(TrainingStage):
         from transformers import AutoModel
 
         return RewardModel(AutoModel.from_config(self.net.backbone.config))
+
+    def with_adapter(self, net: RewardModel) -> RewardModel:
+        net.backbone = attach_adapter(net.backbone, self.hparams.adapter, self.source.path)  # freezes the backbone
+        return net
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen rewards, rejected rewards), each ``(B,)``."""
