@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 FIXTURES := tests/fixtures
 TOKENIZER := runs/fixture/tokenizer/tokenizer.json
 
-.PHONY: demo test test-all install clean fixture-tokenizer
+.PHONY: demo demo-self-rewarding test test-all install clean fixture-tokenizer
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ $(TOKENIZER): $(INSTALLED) $(FIXTURES)/comparisons.jsonl $(FIXTURES)/demonstrati
 demo: $(INSTALLED)
 	$(PY) -m almost.sandbox.pipeline
 	@echo "Done. Report: runs/sandbox/report.md; curves: tensorboard --logdir runs/sandbox"
+
+# After `make demo`: the self-rewarding loop (M1 -> M2 -> M3), DPO and RAFT on its outputs, resumable the same way
+# (src/almost/sandbox/self_rewarding.py), ending with runs/sandbox/self_rewarding/report.md.
+demo-self-rewarding: $(INSTALLED)
+	$(PY) -m almost.sandbox.self_rewarding
+	@echo "Done. Report: runs/sandbox/self_rewarding/report.md"
 
 test: $(INSTALLED)
 	$(PY) -m pytest -m "not slow and not gpu"

@@ -6,7 +6,7 @@ import torch
 
 from almost.records import CorpusDocument, Prompt, load_jsonl, write_jsonl
 from almost.prompting import PromptedConfig
-from almost.sandbox.baselines import spearman
+from almost.evaluation.judge_agreement import spearman
 from almost.sandbox.build import build_world, load_world
 from almost.sandbox.world import split_of
 from data_modules import CorpusDataModule

@@ -206,6 +206,12 @@ class JudgeScorer(Scorer):
             self._net = build_causal_lm(source, self._tokenizer).eval().requires_grad_(False)
         return self
 
+    def use_network(self, net, tokenizer) -> "JudgeScorer":
+        """Judge with a causal LM already in memory that holds the weights of ``path`` (a policy judging its own
+        answers) instead of loading a second copy; returns itself."""
+        self._net, self._tokenizer = net, tokenizer
+        return self
+
     def to(self, device: torch.device | str) -> "JudgeScorer":
         self.load()._net.to(device)
         return self

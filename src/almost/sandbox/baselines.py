@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from almost.evaluation.judge_agreement import spearman
 from almost.generation import SamplingConfig, generate
 from almost.prompting import PromptedConfig, text_prompt_ids
 from almost.records import Prompt, Responses, load_jsonl, write_jsonl
@@ -38,29 +39,6 @@ SINGLE_FACTOR = {
     "demo_quality": ["L-hhh-3shot", "L-faithful-3shot"],
 }
 VANILLA_SAMPLING = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, stop_strings=("\nUser:",))
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (ties get their average rank)."""
-
-    def ranks(values: Sequence[float]) -> list[float]:
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        result = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                result[order[k]] = (i + j) / 2
-            i = j + 1
-        return result
-
-    rx, ry = ranks(x), ranks(y)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / var if var else 0.0
 
 
 def evaluate_config(config: PromptedConfig, model, tokenizer, world: World, queries: Sequence[str],
@@ -105,7 +83,7 @@ def evaluate_baselines(world: World, queries: Sequence[str], model_dirs: dict[st
         "n_queries": len(queries),
         "baselines": {letter: {"config": PAPER_BASELINES[letter], **results[name]}
                       for letter, name in PAPER_BASELINES.items()},
-        "spearman": spearman(rule_of_thumb_rank, list(paper.values())),
+        "spearman": spearman(rule_of_thumb_rank, list(paper.values())) or 0.0,  # None: all oracle means equal
         "single_factor": {factor: {n: results[n]["oracle"] for n in ns} for factor, ns in SINGLE_FACTOR.items()},
         "configs": results,
     }
