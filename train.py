@@ -17,7 +17,9 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
+from almost.gguf import GGUFError
 from almost.models import ModelSource
+from almost.records import RecordError
 from lit_models.callbacks import NonFiniteCheck, Output, OutputCheck, RunError, check_outputs
 
 
@@ -48,14 +50,22 @@ def expand_config_bases(argv: list[str]) -> list[str]:
     return out
 
 
+# faults whose message names the file or setting at fault in one line: reported without a traceback
+ONE_LINE_ERRORS = (RunError, RecordError, GGUFError)
+
+
 def tokenizer_of(source: ModelSource | dict) -> str:
     """The tokenizer directory of a model source: the DataModule tokenizes with the model's tokenizer."""
-    return ModelSource.of(source).tokenizer_dir
+    try:
+        return ModelSource.of(source).tokenizer_dir  # converts a GGUF file on first use
+    except ONE_LINE_ERRORS as error:  # jsonargparse would wrap it in its usage text
+        sys.exit(f"error: {error}")
 
 
-def run_error(error: BaseException | None) -> RunError | None:
-    """The ``RunError`` behind ``error``, if any (jsonargparse wraps errors raised while it builds the classes)."""
-    while error is not None and not isinstance(error, RunError):
+def run_error(error: BaseException | None) -> Exception | None:
+    """The one-line error (``ONE_LINE_ERRORS``) behind ``error``, if any (jsonargparse wraps errors raised while it
+    builds the classes)."""
+    while error is not None and not isinstance(error, ONE_LINE_ERRORS):
         error = error.__cause__ or error.__context__
     return error
 

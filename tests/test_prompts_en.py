@@ -5,9 +5,10 @@ from pathlib import Path
 from statistics import fmean
 
 import pytest
+import yaml
 
-from almost.prompting import FewShotPrompter
-from almost.records import Demonstration, Prompt, load_jsonl
+from almost.prompting import FewShotPrompter, PromptedConfig
+from almost.records import Demonstration, Prompt, Turn, load_jsonl
 
 ROOT = Path(__file__).parent.parent
 PROMPTS = ROOT / "prompts" / "en"
@@ -40,6 +41,17 @@ def test_each_turn_is_one_line_as_the_prompt_renders_it():
     for style, path in STYLES.items():
         for demo in load_jsonl(path, Demonstration):
             assert all("\n" not in t.content and t.content == t.content.strip() for t in demo.messages), style
+
+
+def test_prompts_render_for_the_rubric_of_the_gemma_configs(prompter):
+    responses = yaml.safe_load((ROOT / "configs" / "gemma" / "responses.yaml").read_text())
+    rubric = responses["model"]["init_args"]["rubric"]
+    for name in rubric.split(" > "):
+        config = PromptedConfig.parse(name.strip())
+        text = prompter.assistant_prompt(config.style, config.shots, [Turn("user", "Why is the sky blue?")])
+        assert text.count("User: ") == config.shots + 1 and text.endswith("User: Why is the sky blue?\nAssistant:")
+    history = [Turn("user", "How do I boil an egg?"), Turn("assistant", "Put it in boiling water for 7 minutes.")]
+    assert prompter.user_prompt(2, history).endswith("Assistant: Put it in boiling water for 7 minutes.\nUser:")
 
 
 def test_seed_queries_span_helpful_harmful_and_unknowable_questions(prompter):

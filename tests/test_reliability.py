@@ -248,3 +248,20 @@ def test_a_nan_reward_stops_ppo_before_any_update_checkpoint_or_export(tokenizer
         trainer.fit(model, data)
     assert model.rollouts_done == 0 and trainer.global_step == 0  # no optimizer stepped
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "hf").exists()
+
+
+# --- bad input files through train.py: one line, no traceback ---------------------------------------------------
+def test_a_bad_data_line_or_a_broken_gguf_file_is_one_line_from_train_py(tokenizer_dir, tmp_path):
+    bad = tmp_path / "demos.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+                   "{not json\n")
+    message = error_of(fixture_sft, tokenizer_dir, tmp_path / "run", f"--data.init_args.path={bad}")
+    assert message.startswith(f"error: {bad}:2: ") and "\n" not in message
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(b"GGUF\x03\x00\x00\x00")
+    config = yaml.safe_load((ROOT / "configs/fixture/sft.yaml").read_text())
+    config["model"]["init_args"]["source"] = {"path": str(cut)}  # a GGUF file as the model
+    (tmp_path / "gguf.yaml").write_text(yaml.safe_dump({**config, "base": str(ROOT / "configs/sandbox/base.yaml")}))
+    message = error_of(train.main, ["fit", "--config", str(tmp_path / "gguf.yaml"),
+                                    f"--trainer.logger.init_args.save_dir={tmp_path}/run2"])
+    assert message.startswith(f"error: {cut}: truncated GGUF file") and "\n" not in message
