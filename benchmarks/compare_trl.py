@@ -1,19 +1,21 @@
-"""Our PPO and reward-model steps against TRL's on identical models, data and settings, back to back.
+"""Our PPO, reward-model and DPO steps against TRL's on identical models, data and settings, back to back.
 
     bash ../shared/peer/setup.sh          # once: the two TRL virtual environments and the tiny models
-    python benchmarks/compare_trl.py      # 3 rounds of the 4 workloads, about 10 minutes on 2 cores
+    python benchmarks/compare_trl.py      # 3 rounds of the 6 workloads, about 20 minutes on 2 cores
+    python benchmarks/compare_trl.py --rounds 1 --workloads dpo-1m   # one workload, once
 
-Each round runs every workload with TRL's script (``../shared/peer``, its own virtual environment) and with ours
-(``benchmarks/ppo_step.py`` / ``rm_step.py``, this interpreter), alternating which goes first; the first TRL run of
-a workload also dumps the exact token ids ours then reads. Each run reports its median seconds per step after
-warm-up; the table keeps the median over rounds. It ends with one line per workload:
+Each round runs every workload with TRL's script (PPO and RM: ``../shared/peer``; DPO: ``benchmarks/trl_dpo_bench.py``
+with the peer's data and models; each in its TRL virtual environment) and with ours (``benchmarks/ppo_step.py`` /
+``rm_step.py`` / ``dpo_step.py``, this interpreter), alternating which goes first; the first TRL run of a workload
+also dumps the exact token ids ours then reads. Each run reports its median seconds per step after warm-up; the
+table keeps the median over rounds. It ends with one line per workload:
 
-    RATIO workload=<ppo-1m|ppo-5m|rm-1m|rm-5m> ours_s=<s/step> trl_s=<s/step> speedup=<trl_s/ours_s>
+    RATIO workload=<ppo-1m|ppo-5m|rm-1m|rm-5m|dpo-1m|dpo-5m> ours_s=<s/step> trl_s=<s/step> speedup=<trl_s/ours_s>
 
 and the fraction of the FLOP floor each reaches: floor seconds (``benchmarks.peer.ppo_floor_flops`` /
-``rm_floor_flops`` over the machine's matmul rate, the best of a measurement before and after each round)
-divided by seconds per step. Ours runs the PPO update compiled (``PPOModule(compile=True)``; the warm-up step
-pays the compilation); ``benchmarks/ppo_step.py --eager`` times it without.
+``rm_floor_flops`` / ``dpo_floor_flops`` over the machine's matmul rate, the best of a measurement before and after
+each round) divided by seconds per step. Ours runs the PPO update compiled (``PPOModule(compile=True)``; the warm-up
+step pays the compilation); ``benchmarks/ppo_step.py --eager`` times it without.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-WORKLOADS = ("ppo-1m", "ppo-5m", "rm-1m", "rm-5m")
-RESULT = re.compile(r"^(TRL|OURS)_(PPO|RM) size=(\S+).* sec_per_step=([0-9.]+)", re.M)
+WORKLOADS = ("ppo-1m", "ppo-5m", "rm-1m", "rm-5m", "dpo-1m", "dpo-5m")
+RESULT = re.compile(r"^(TRL|OURS)_(PPO|RM|DPO) size=(\S+).* sec_per_step=([0-9.]+)", re.M)
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> str:
@@ -53,27 +55,36 @@ def trl_command(workload: str, peer: Path, data: Path) -> list[str]:
     if kind == "ppo":
         return ["/tmp/peer-trl112/bin/python", str(peer / "trl_ppo_bench.py"), "--size", size, "--quiet",
                 "--dump-prompts", str(data)]
+    if kind == "dpo":  # our script, run in the peer's TRL 1.16 environment on the peer's pairs and models
+        return ["/tmp/peer-trl116/bin/python", str(HERE / "trl_dpo_bench.py"), "--size", size, "--peer", str(peer),
+                "--dump-data", str(data)]
     return ["/tmp/peer-trl116/bin/python", str(peer / "trl_rm_bench.py"), "--size", size, "--dump-data", str(data)]
 
 
 def ours_command(workload: str, data: Path) -> list[str]:
     kind, size = workload.split("-")
-    script, flag = ("ppo_step.py", "--prompts") if kind == "ppo" else ("rm_step.py", "--data")
+    script, flag = {"ppo": ("ppo_step.py", "--prompts"), "rm": ("rm_step.py", "--data"),
+                    "dpo": ("dpo_step.py", "--data")}[kind]
     return [sys.executable, str(HERE / script), "--size", size, flag, str(data)]
 
 
 def floor_seconds(workload: str, gflops: float, models_root: str, data: Path) -> float:
-    from peer import ppo_floor_flops, read_jsonl, rm_floor_flops
+    from peer import dpo_floor_flops, ppo_floor_flops, read_jsonl, rm_floor_flops
 
     kind, size = workload.split("-")
     meta = json.loads(Path(models_root, size, "meta.json").read_text())
     if kind == "ppo":
         flops = ppo_floor_flops(meta["policy_params"], meta["reward_params"], batch=16, prompt_len=32,
                                 response_len=48, ppo_epochs=4)
-    else:  # the mean real tokens of a 16-pair batch of the dumped data
+    elif kind == "rm":  # the mean real tokens of a 16-pair batch of the dumped data
         rows = read_jsonl(str(data))
         tokens = 16 * statistics.mean(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
         flops = rm_floor_flops(meta["reward_params"], int(tokens))
+    else:  # DPO: the prompt is in both sequences of a pair
+        rows = read_jsonl(str(data))
+        tokens = 16 * statistics.mean(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
+                                      for r in rows)
+        flops = dpo_floor_flops(meta["policy_params"], int(tokens))
     return flops / (gflops * 1e9)
 
 

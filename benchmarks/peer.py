@@ -3,7 +3,8 @@ DataModules, a step timer, the machine's matmul rate and the FLOP floors.
 
 The peer scripts live in ``../shared/peer`` (not part of this project; see its README.md): ``setup.sh`` builds
 two TRL virtual environments and the tiny random Llamas in ``/tmp/peer-models/<size>/{policy,ref,reward}``;
-``--dump-prompts`` / ``--dump-data`` write the exact token ids TRL trains on. Our benchmarks read those files.
+``--dump-prompts`` / ``--dump-data`` write the exact token ids TRL trains on, as does ``trl_dpo_bench.py --dump-data``
+(here, run in the peer's TRL 1.16 environment) for DPO. Our benchmarks read those files.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from almost.batching import pad_sequences
+from almost.chat import IGNORE_INDEX
 
 PEER_MODELS = "/tmp/peer-models"
 
@@ -103,6 +105,32 @@ class PairIdsDataModule(L.LightningDataModule):
                           collate_fn=self.collate, generator=torch.Generator().manual_seed(self.seed))
 
 
+class PreferenceIdsDataModule(L.LightningDataModule):
+    """The DPO pairs TRL trains on (``trl_dpo_bench.py --dump-data``: ``prompt_ids``, ``chosen_ids``,
+    ``rejected_ids``), as the batches ``PreferenceDataModule`` makes: ``chosen_*`` / ``rejected_*`` input ids,
+    attention mask and labels ``(B, T)`` with one ``T`` for both (right-padded to the longest of the ``2B``
+    sequences, as TRL pads), labels ``IGNORE_INDEX`` on the prompt and the padding; shuffled with a seeded sampler."""
+
+    def __init__(self, path: str, pad_token_id: int, batch_size: int = 16, seed: int = 42) -> None:
+        super().__init__()
+        self.pairs = [(row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]) for row in read_jsonl(path)]
+        self.pad_token_id, self.batch_size, self.seed = pad_token_id, batch_size, seed
+
+    def collate(self, pairs: list[tuple[list[int], list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        sequences = [p + c for p, c, _ in pairs] + [p + r for p, _, r in pairs]
+        labels = [[IGNORE_INDEX] * len(p) + c for p, c, _ in pairs] + [[IGNORE_INDEX] * len(p) + r for p, _, r in pairs]
+        input_ids, attention_mask = pad_sequences(sequences, self.pad_token_id)  # (2B, T)
+        padded_labels, _ = pad_sequences(labels, IGNORE_INDEX)  # (2B, T)
+        batch = {"record_index": torch.arange(len(pairs))}  # (B,): unused with a live reference
+        for name, rows in (("input_ids", input_ids), ("attention_mask", attention_mask), ("labels", padded_labels)):
+            batch[f"chosen_{name}"], batch[f"rejected_{name}"] = rows.chunk(2)  # (B, T) each
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.pairs, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          collate_fn=self.collate, generator=torch.Generator().manual_seed(self.seed))
+
+
 class StepTimer(L.Callback):
     """Wall time between consecutive training-batch ends (the first from the start of training), what the peer
     scripts measure between TRL's ``on_step_end`` calls; and, per step, the logged metrics named in ``record``."""
@@ -168,3 +196,9 @@ def ppo_floor_flops(policy_params: int, reward_params: int, batch: int, prompt_l
 def rm_floor_flops(reward_params: int, tokens: int) -> float:
     """FLOPs of one reward-model step over ``tokens`` real tokens: 6 x params x tokens."""
     return 6.0 * reward_params * tokens
+
+
+def dpo_floor_flops(policy_params: int, tokens: int) -> float:
+    """FLOPs of one DPO step over ``tokens`` real tokens (chosen and rejected sequences together): the policy's
+    trained pass (6 x params x tokens) and the reference's forward-only pass (2 x params x tokens)."""
+    return 8.0 * policy_params * tokens

@@ -25,7 +25,8 @@ import torch
 from transformers import GenerationConfig
 
 from almost.models import ModelSource, RewardModel, build_causal_lm, load_tokenizer
-from almost.ppo import gae_advantages, logprobs_from_logits, masked_whiten, per_token_rewards, policy_loss, value_loss
+from almost.logprobs import token_logprobs
+from almost.ppo import gae_advantages, masked_whiten, per_token_rewards, policy_loss, value_loss
 from peer import add_step_arguments, read_jsonl, reward_model_dir
 
 RESPONSE_LENGTH, PPO_EPOCHS, MINIBATCH_SIZE, KL_COEF = 48, 4, 4, 0.05  # the peer's settings (../shared/peer/README.md)
@@ -63,12 +64,12 @@ def main() -> None:
         n_query, n_response, mask = query.shape[1], ids.shape[1] - query.shape[1], torch.ones_like(ids)
         response = ids[:, n_query:]
         response_mask = torch.ones_like(response)
-        logprobs = logprobs_from_logits(torch.stack(out.logits, 1), response)  # (B, T)
+        logprobs = token_logprobs(torch.stack(out.logits, 1), response)  # (B, T)
         marks.append(time.perf_counter())
         with torch.no_grad():  # 2. reference, reward, critic
             ref_logits = reference(input_ids=ids, attention_mask=mask, use_cache=False,
                                    logits_to_keep=n_response + 1).logits[:, :-1]
-            ref_logprobs = logprobs_from_logits(ref_logits, response)
+            ref_logprobs = token_logprobs(ref_logits, response)
             scores = reward.score(ids, mask)
             values = critic(ids, mask)[:, n_query - 1:-1]
             rewards = per_token_rewards(scores, logprobs - ref_logprobs, response_mask, KL_COEF)
@@ -79,7 +80,7 @@ def main() -> None:
             for rows in torch.randperm(len(ids)).split(MINIBATCH_SIZE):
                 logits = policy(input_ids=ids[rows], attention_mask=mask[rows], use_cache=False,
                                 logits_to_keep=n_response + 1).logits
-                new_logprobs = logprobs_from_logits(logits[:, :-1], response[rows])
+                new_logprobs = token_logprobs(logits[:, :-1], response[rows])
                 new_values = critic(ids[rows], mask[rows])[:, n_query - 1:-1]
                 pg_loss, _ = policy_loss(new_logprobs, logprobs[rows], advantages[rows], response_mask[rows], 0.2)
                 vf_loss, _ = value_loss(new_values, values[rows], returns[rows], response_mask[rows], 0.2)
