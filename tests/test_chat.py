@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from almost.batching import pad_sequences, position_ids_from_mask
-from almost.chat import (IGNORE_INDEX, ChatTemplate, encode_comparison, encode_demonstration, encode_exchange,
-                         encode_prompt)
+from almost.chat import (IGNORE_INDEX, ChatTemplate, content_prefix, encode_comparison, encode_demonstration,
+                         encode_exchange, encode_prompt, encode_turn)
 from almost.records import Comparison, Demonstration, Turn
 
 BOS, EOS, PAD = 1, 2, 0
@@ -19,6 +19,9 @@ class CharTokenizer:
     def __call__(self, text, add_special_tokens=False):
         assert not add_special_tokens
         return {"input_ids": [ord(c) for c in text]}
+
+    def convert_ids_to_tokens(self, ids):  # as if it marked word starts itself: assistant turns get no space
+        return ["\u2581" + chr(i) for i in ids]
 
 
 TOK, TEMPLATE = CharTokenizer(), ChatTemplate(user_tag="U:", assistant_tag="A:")
@@ -79,3 +82,34 @@ def test_pad_sequences_right_and_left():
 def test_position_ids_ignore_left_padding():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0]])
     assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2]]
+
+
+def byte_level_tokenizer():
+    """A small byte-level BPE tokenizer (as SmolLM2's): it adds no space before a text encoded on its own."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    texts = ["User: What is the capital of France?\nAssistant: Paris is the capital of France."] * 20
+    core.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "</s>", "<pad>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def test_an_assistant_turn_follows_the_tag_as_one_text_would_with_any_tokenizer(tokenizer):
+    template = ChatTemplate()
+    history = [Turn("user", "What is the capital of France?")]
+    answer = Turn("assistant", "Paris is the capital of France.")
+    # SentencePiece with a dummy prefix (the sandbox's): the content as is, ids unchanged
+    assert content_prefix(tokenizer) == ""
+    assert encode_turn(tokenizer, template, answer)[:-1] == tokenizer(answer.content, add_special_tokens=False)["input_ids"]
+    # byte-level BPE: the content after a space, so prompt + answer are the ids of the whole text in one go
+    byte_level = byte_level_tokenizer()
+    assert content_prefix(byte_level) == " "
+    ids = encode_prompt(byte_level, template, history) + encode_turn(byte_level, template, answer)
+    whole = byte_level("User: What is the capital of France?\nAssistant: Paris is the capital of France.",
+                       add_special_tokens=False)["input_ids"]
+    assert ids == [byte_level.bos_token_id, *whole, byte_level.eos_token_id]
+    assert byte_level.decode(ids[1:-1]).endswith("Assistant: Paris is the capital of France.")

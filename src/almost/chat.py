@@ -6,12 +6,17 @@ Layout of a conversation (``|`` separates segments)::
 
     <s> | User: {user 1}\\nAssistant: | {assistant 1} </s> | User: {user 2}\\nAssistant: | ...
 
-Assistant segments end with the EOS token, so a policy learns to stop after its turn.
+Assistant segments end with the EOS token, so a policy learns to stop after its turn. The text of an assistant turn
+is read as following ``"Assistant: "``: a tokenizer that puts a space before a text encoded on its own
+(SentencePiece's dummy prefix, as the sandbox's) encodes the content as is; one that does not (byte-level BPE as
+SmolLM2's, Gemma's SentencePiece) gets ``" " + content``, so the answer's first word is the token the pretrained
+model would write after the tag.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 from typing import Sequence
 
 from almost.records import Comparison, Demonstration, Turn
@@ -47,6 +52,18 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+_CONTENT_PREFIX: WeakKeyDictionary = WeakKeyDictionary()  # tokenizer -> its content_prefix
+
+
+def content_prefix(tokenizer) -> str:
+    """What an assistant turn's text gets in front: ``""`` where the tokenizer's encoding of a lone word starts
+    with a word-boundary piece (``▁`` or ``Ġ``: it adds the space itself), else ``" "``."""
+    if tokenizer not in _CONTENT_PREFIX:
+        first = tokenizer.convert_ids_to_tokens(_encode(tokenizer, "a"))[0]
+        _CONTENT_PREFIX[tokenizer] = "" if first[:1] in ("▁", "Ġ", " ") else " "
+    return _CONTENT_PREFIX[tokenizer]
+
+
 def encode_prompt(tokenizer, template: ChatTemplate, history: Sequence[Turn]) -> list[int]:
     """Ids of a conversation that ends with a user turn, ready for the assistant to answer."""
     if not history or history[-1].role != "user":
@@ -60,7 +77,7 @@ def encode_prompt(tokenizer, template: ChatTemplate, history: Sequence[Turn]) ->
 def encode_turn(tokenizer, template: ChatTemplate, turn: Turn) -> list[int]:
     if turn.role == "user":
         return _encode(tokenizer, template.user_segment(turn.content))
-    return _encode(tokenizer, turn.content) + [SpecialIds.of(tokenizer).eos]
+    return _encode(tokenizer, content_prefix(tokenizer) + turn.content) + [SpecialIds.of(tokenizer).eos]
 
 
 def text_ids(tokenizer, template: ChatTemplate, text: str) -> list[int]:
