@@ -32,13 +32,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="JSONL written by trl_dpo_bench.py --dump-data")
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--eager", action="store_true", help="no torch.compile of the forward passes")
     add_step_arguments(parser, steps=10, warmup=2, lr=1e-6, batch_help="pairs per optimizer step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     L.seed_everything(args.seed, verbose=False)
     model = DPOModule(source={"path": os.path.join(args.models_root, args.size, "policy")}, beta=args.beta,
-                      loss="sigmoid", reference="copy", lr=args.lr, weight_decay=0.0, warmup_ratio=0.0)
+                      loss="sigmoid", reference="copy", lr=args.lr, weight_decay=0.0, warmup_ratio=0.0,
+                      compile=not args.eager)
     data = PreferenceIdsDataModule(args.data, model.tokenizer.pad_token_id, batch_size=args.batch, seed=args.seed)
     timer = StepTimer(record=("train/loss", "train/reward_margin"))
     trainer = quiet_trainer(args.warmup + args.steps, [timer], gradient_clip_val=1.0)

@@ -8,7 +8,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -51,6 +51,10 @@ class DPOModule(TrainingStage):
             a changed key recomputes. No second model and no reference forward pass per step.
         lora: ``peft.LoraConfig`` keyword arguments; the policy trains only the adapter, export merges it.
         lr: peak learning rate; the default is the DPO paper's.
+        compile: ``torch.compile`` the forward passes of the policy and of the reference copy: fuses the small
+            element-wise operations (norms, rotary embeddings, activations) around the matmuls, which pays on a CPU
+            with small models (``benchmarks/compare_trl.py``); the first steps pay the compilation (and one more
+            when a new sequence length turns on dynamic shapes). Single process, without LoRA.
         Other arguments: see ``TrainingStage``.
     """
 
@@ -67,8 +71,11 @@ class DPOModule(TrainingStage):
         warmup_ratio: float = 0.03,
         min_lr_ratio: float = 0.0,
         gradient_checkpointing: bool = False,
+        compile: bool = False,
         export_dir: str | None = None,
     ) -> None:
+        if compile and lora:
+            raise ValueError("DPOModule(compile=True) is for a full fine-tune: not combined with lora")
         if loss not in ("sigmoid", "ipo", "cdpo"):
             raise ValueError(f"unknown DPO loss {loss!r} (expected sigmoid, ipo or cdpo)")
         if loss == "cdpo" and not 0.0 < label_smoothing < 0.5:
@@ -85,6 +92,9 @@ class DPOModule(TrainingStage):
         self.reference_weights: str | None = None  # `cached`: sha256 of the initial weights, set in configure_model
         self.reference_table: torch.Tensor | None = None  # `cached`: (N, 2) chosen, rejected log-probs by record_index
         self.policy_updated = False  # an optimizer step was taken or a checkpoint loaded: the policy left the reference
+        # with ``compile``: the compiled forwards of the policy and the reference copy, by network (a plain dict of
+        # functions, so that no network is registered twice)
+        self.compiled: dict[int, Callable[..., Any]] = {}
 
     def make_metrics(self) -> dict[str, MeanMetric]:
         return {f"{split}_{name}": MeanMetric() for split in EVAL_SPLITS for name in METRICS}
@@ -116,6 +126,10 @@ class DPOModule(TrainingStage):
         super().configure_model()
         if self.reference is not None and self.device_mesh is not None:  # FSDP2, as the policy
             shard_model(self.reference, self.device_mesh["data_parallel"])
+        if self.hparams.compile:
+            if self.device_mesh is not None or (self._trainer is not None and self.trainer.world_size > 1):
+                raise ValueError("DPOModule(compile=True) runs in a single process")
+            self.compiled = {id(net): torch.compile(net.forward) for net in (self.net, self.reference) if net is not None}
 
     def empty_network_like(self) -> nn.Module:
         from transformers import AutoModelForCausalLM
@@ -157,7 +171,8 @@ class DPOModule(TrainingStage):
         input_ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])  # (2B, T)
         attention_mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])  # (2B, T)
         labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])  # (2B, T)
-        logits = net(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (2B, T, V)
+        forward = self.compiled.get(id(net), net)
+        logits = forward(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (2B, T, V)
         logps, _ = response_logprobs(logits, labels)  # (2B,)
         return logps.chunk(2)
 

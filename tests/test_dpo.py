@@ -143,6 +143,18 @@ def test_cdpo_and_ipo_stop_pushing_at_a_finite_margin():
     assert grad_at(1 / (2 * beta) + 1, "ipo") > 0
 
 
+@pytest.mark.slow
+def test_compiled_forward_passes_train_as_the_eager_ones(tokenizer_dir, pairs_file):
+    losses = {}
+    for compile_ in (False, True):
+        recorder = LossRecorder()
+        make_trainer(max_steps=3, callbacks=[recorder], limit_val_batches=0).fit(
+            make_module(tokenizer_dir, compile=compile_), make_data(pairs_file, tokenizer_dir))
+        losses[compile_] = recorder.losses
+    assert len(losses[True]) == 3 and losses[True][0] == pytest.approx(LOG2, abs=1e-6)
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
 def test_invalid_loss_arguments_raise(tokenizer_dir):
     x = torch.zeros(2)
     for kwargs, match in [(dict(beta=0.0), "beta"), (dict(beta=0.1, kind="hinge"), "unknown"),
@@ -152,7 +164,8 @@ def test_invalid_loss_arguments_raise(tokenizer_dir):
             dpo_loss(x, x, x, x, **kwargs)
     source = ModelSource(arch=TINY_ARCH, tokenizer=tokenizer_dir)
     for kwargs, match in [(dict(loss="cdpo"), "label_smoothing"), (dict(label_smoothing=0.1), "cdpo"),
-                          (dict(reference="adapter"), "lora"), (dict(reference="frozen"), "unknown reference")]:
+                          (dict(reference="adapter"), "lora"), (dict(reference="frozen"), "unknown reference"),
+                          (dict(compile=True, lora={"r": 4}), "not combined with lora")]:
         with pytest.raises(ValueError, match=match):
             DPOModule(source, **kwargs)
 
