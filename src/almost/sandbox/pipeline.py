@@ -169,9 +169,10 @@ def run(force: bool = False, extra: dict[str, list[str]] | None = None, until: s
     """Run the stages that are not up to date, up to the stage ``until`` (default: all); ``extra`` adds arguments to
     stages (name patterns such as ``pretrain_*`` allowed). Returns the wall-clock seconds of every stage run so far."""
     stage_list = stages()
-    fallback = precision_fallback(stage_list, force)
-    extra = {name: fallback.get(name, []) + (extra or {}).get(name, []) for name in {*fallback, *(extra or {})}}
-    return run_stages(stage_list, RUNS / "wall_seconds.json", force=force, extra=extra, until=until)
+    merged = precision_fallback(stage_list, force)  # first: an explicit --set of the same option comes after, wins
+    for pattern, args in (extra or {}).items():
+        merged[pattern] = merged.get(pattern, []) + args
+    return run_stages(stage_list, RUNS / "wall_seconds.json", force=force, extra=merged, until=until)
 
 
 def run_stages(stage_list: list[Stage], timing_file: Path, force: bool = False,
@@ -184,7 +185,6 @@ def run_stages(stage_list: list[Stage], timing_file: Path, force: bool = False,
     names = [stage.name for stage in stage_list]
     if until is not None and until not in names:
         sys.exit(f"[{tag}] --until {until}: no such stage (stages: {', '.join(names)})")
-    (RUNS / "logs").mkdir(parents=True, exist_ok=True)
     timing_file.parent.mkdir(parents=True, exist_ok=True)
     wall = json.loads(timing_file.read_text()) if timing_file.is_file() and not force else {}
     for stage in stage_list:
