@@ -13,6 +13,16 @@ def test_prompt_holds_rubric_question_answer_and_asks_for_score_line():
     assert sum(line.startswith("- ") for line in JUDGE_RUBRIC.splitlines()) == 5
 
 
+def test_short_prompt_holds_the_five_points_in_one_line_and_asks_for_score_line():
+    prompt = render_judge_prompt("  How many legs has a cat?\n", " Four. ", "short")
+    lines = prompt.splitlines()
+    assert lines[0].startswith("Grade the answer from 0 to 5.") and lines[0].count(", it ") == 4  # five points
+    assert lines[1:] == ["Question: How many legs has a cat?", "Answer: Four.", "End with the line Score: n."]
+    assert JUDGE_RUBRIC not in prompt and render_judge_prompt("Q?", "A.") == render_judge_prompt("Q?", "A.", "rubric")
+    with pytest.raises(ValueError, match="judge prompt 'long': unknown; one of rubric, short"):
+        render_judge_prompt("Q?", "A.", "long")
+
+
 @pytest.mark.parametrize("text, score", [
     ("The answer is relevant and correct.\nScore: 4", 4),
     ("Nothing useful.\nScore: 0", 0),

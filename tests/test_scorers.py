@@ -8,6 +8,7 @@ import torch
 
 import almost.scorers as scorers
 from almost.chat import ChatTemplate, encode_exchange
+from almost.evaluation.judge import render_judge_prompt
 from almost.generation import Generation
 from almost.models import ModelSource, RewardModel
 from almost.records import Turn
@@ -91,6 +92,14 @@ def test_judge_scorer_averages_readable_judgements_and_counts_the_rest(monkeypat
     assert calls[-1][1] != 0  # the next call samples with another seed
     with pytest.raises(ValueError, match="greedy judgements"):
         JudgeScorer(str(tmp_path), samples=2, temperature=0.0)
+
+
+def test_judge_prompt_is_chosen_by_name(tmp_path):
+    short = JudgeScorer(str(tmp_path), prompt="short")
+    assert short.judge_prompt("How many legs?", "Four.") == render_judge_prompt("How many legs?", "Four.", "short")
+    assert short.describe()["prompt"] == "short"
+    with pytest.raises(ValueError, match="prompt 'terse' is not one of rubric, short"):
+        JudgeScorer(str(tmp_path), prompt="terse")
 
 
 def test_judge_prompt_shows_the_question_and_the_answer(tmp_path):

@@ -61,6 +61,8 @@ def test_a_judge_example_is_the_rubric_prompt_answered_with_a_rationale_and_a_re
     assert demo.messages[1] == Turn("assistant", "Correct. Complete and polite.\nScore: 5") and demo.meta == {"k": 1}
     assert parse_score(demo.messages[1].content) == 5
     assert judge_demonstration("Q?", "A.", 0, "  ").messages[1].content == "Score: 0"
+    short = judge_demonstration("Q?", "A.", 3, "Right.", prompt="short")
+    assert short.messages[0].content == render_judge_prompt("Q?", "A.", "short")
     with pytest.raises(ValueError, match="points must be in 0..5"):
         judge_demonstration("Q?", "A.", 6, "Great.")
 
@@ -95,8 +97,10 @@ def test_judge_seed_labels_world_answers_with_the_oracle_and_skips_the_rest():
                Responses(question, answers), Responses(question, {"A": "I do not know."})]
     seed = judge_seed(world, records, limit=3)
     assert [d.meta["config"] for d in seed] == ["A", "C", "A"]  # the empty answer is skipped
-    assert [d.messages[0].content for d in seed] == [render_judge_prompt(question, a) for a in
+    assert [d.messages[0].content for d in seed] == [render_judge_prompt(question, a, "short") for a in
                                                      (answers["A"], answers["C"], "I do not know.")]
+    rubric = judge_seed(world, records, limit=1, prompt="rubric")[0].messages[0].content
+    assert rubric == render_judge_prompt(question, answers["A"], "rubric") != seed[0].messages[0].content
     totals = [score(question, a, world).total for a in (answers["A"], answers["C"], "I do not know.")]
     assert [d.meta["oracle"] for d in seed] == totals
     assert [parse_score(d.messages[1].content) for d in seed] == [judge_points(t) for t in totals] == [5, 4, 2]

@@ -27,7 +27,7 @@ import torch
 
 from almost.batching import pad_sequences
 from almost.chat import ChatTemplate, encode_exchange, encode_prompt
-from almost.evaluation.judge import JudgeTally, render_judge_prompt
+from almost.evaluation.judge import JUDGE_PROMPTS, JudgeTally, render_judge_prompt
 from almost.generation import SamplingConfig, generate
 from almost.records import Turn
 
@@ -180,15 +180,20 @@ class JudgeScorer(Scorer):
         seed: sampling seed (each call advances it, so repeated calls sample afresh but reproducibly).
         dtype: dtype of the loaded weights.
         template: chat template the judge is prompted with (default: the one saved with the model).
+        prompt: the judge prompt, a name of ``almost.evaluation.judge.JUDGE_PROMPTS``: "rubric" (the rubric in
+            full) or "short" (its points in one line, for models with a short context).
     """
 
     def __init__(self, path: str, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0, dtype: str = "float32",
-                 template: ChatTemplate | None = None) -> None:
+                 template: ChatTemplate | None = None, prompt: str = "rubric") -> None:
         if samples < 1:
             raise ValueError(f"JudgeScorer: samples must be >= 1, got {samples}")
         if samples > 1 and temperature == 0:
             raise ValueError("JudgeScorer: greedy judgements (temperature 0) are all the same; use samples: 1")
+        if prompt not in JUDGE_PROMPTS:
+            raise ValueError(f"JudgeScorer: prompt {prompt!r} is not one of {', '.join(JUDGE_PROMPTS)}")
+        self.prompt = prompt
         self.path, self.samples, self.batch_size, self.seed, self.dtype = path, samples, batch_size, seed, dtype
         self.template = resolve_template(path, template)
         self.sampling = SamplingConfig(max_new_tokens, temperature, top_p, stop_strings=(f"\n{self.template.user_tag}",))
@@ -217,7 +222,7 @@ class JudgeScorer(Scorer):
         return self
 
     def describe(self) -> dict:
-        return {"class": type(self).__name__, "path": self.path, "samples": self.samples,
+        return {"class": type(self).__name__, "path": self.path, "samples": self.samples, "prompt": self.prompt,
                 "sampling": asdict(self.sampling)}
 
     def judge_prompt(self, prompt: PromptLike, response: str) -> str:
@@ -228,7 +233,7 @@ class JudgeScorer(Scorer):
         else:
             tags = {"user": self.template.user_tag, "assistant": self.template.assistant_tag}
             question = "\n".join(f"{tags[t.role]} {t.content}" for t in history)
-        return render_judge_prompt(question, response)
+        return render_judge_prompt(question, response, self.prompt)
 
     def judgements(self, prompts: Sequence[PromptLike], responses: Sequence[str]) -> list[list[str]]:
         """``samples`` judge outputs per answer, generated as the assistant's reply to the rubric prompt."""

@@ -87,11 +87,12 @@ def judge_points(score: float) -> int:
     return min(MAX_SCORE, math.floor(MAX_SCORE * score + 0.5 + 1e-9))
 
 
-def judge_demonstration(question: str, answer: str, points: int, rationale: str, meta: dict | None = None
-                        ) -> Demonstration:
-    """A judge-format training example: the rubric prompt for ``(question, answer)`` as the user turn; the
-    rationale and a final ``Score: <points>`` line as the assistant's answer (what ``parse_score`` reads)."""
+def judge_demonstration(question: str, answer: str, points: int, rationale: str, meta: dict | None = None,
+                        prompt: str = "rubric") -> Demonstration:
+    """A judge-format training example: the judge prompt ``prompt`` (a name of ``JUDGE_PROMPTS``) for
+    ``(question, answer)`` as the user turn; the rationale and a final ``Score: <points>`` line as the assistant's
+    answer (what ``parse_score`` reads)."""
     if not 0 <= points <= MAX_SCORE:
         raise ValueError(f"points must be in 0..{MAX_SCORE}, got {points}")
     judgement = f"{rationale.strip()}\nScore: {points}" if rationale.strip() else f"Score: {points}"
-    return Demonstration.from_pair(render_judge_prompt(question, answer), judgement, meta)
+    return Demonstration.from_pair(render_judge_prompt(question, answer, prompt), judgement, meta)

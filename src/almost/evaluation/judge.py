@@ -49,9 +49,25 @@ a final line of its own, exactly in the form "Score: <n>" with <n> a whole numbe
 _SCORE_LINE = re.compile(r"^[ \t]*Score:[ \t]*(.*?)[ \t\r]*$", re.MULTILINE)
 
 
-def render_judge_prompt(question: str, answer: str) -> str:
-    """The judge's prompt for one (question, answer); it ends asking for a final ``Score: <n>`` line."""
-    return _PROMPT.format(rubric=JUDGE_RUBRIC, question=question.strip(), answer=answer.strip(), max_score=MAX_SCORE)
+# The same additive points in one line, for small models (the sandbox's LMs: about 120 tokens of their vocabulary
+# with a question and an answer, against about 670 for the full prompt, which is longer than their context).
+_SHORT_PROMPT = """\
+Grade the answer from 0 to {max_score}. Add a point for each that holds: it is on topic, it answers most of the \
+question, it is right, it is clear and polite, it is excellent.
+Question: {question}
+Answer: {answer}
+End with the line Score: n."""
+
+JUDGE_PROMPTS = {"rubric": _PROMPT, "short": _SHORT_PROMPT}  # name -> template (the judge's ``prompt`` option)
+
+
+def render_judge_prompt(question: str, answer: str, prompt: str = "rubric") -> str:
+    """The judge's prompt for one (question, answer); it ends asking for a final ``Score: <n>`` line. ``prompt``
+    names a template of ``JUDGE_PROMPTS``: "rubric" (the rubric in full) or "short" (its points in one line)."""
+    if prompt not in JUDGE_PROMPTS:
+        raise ValueError(f"judge prompt {prompt!r}: unknown; one of {', '.join(JUDGE_PROMPTS)}")
+    return JUDGE_PROMPTS[prompt].format(rubric=JUDGE_RUBRIC, question=question.strip(), answer=answer.strip(),
+                                        max_score=MAX_SCORE)
 
 
 def parse_score(text: str) -> int | None:

@@ -5,10 +5,12 @@ prompts of each iteration.
 
 The seed set is the one place the oracle labels anything here, as human raters label the paper's seed set (its
 EFT data): at most ``--seed-answers`` answers of the prompted baselines (``data/responses.jsonl``, on mined
-queries, none held out) are scored by the oracle; each becomes a judge-format example: the rubric prompt of
+queries, none held out) are scored by the oracle; each becomes a judge-format example: a judge prompt of
 ``almost.evaluation.judge`` and, as the judge's answer, a short rationale written from the oracle's components
 (our own wording, e.g. "Correct. Complete and polite. Nothing made up.") and ``Score: n``, n = the oracle's total
-in [0, 1] times 5, rounded (``almost.self_rewarding.judge_points``). Written to ``--out``:
+in [0, 1] times 5, rounded (``almost.self_rewarding.judge_points``). The judge prompt is ``--judge-prompt``: by
+default "short" (``almost.evaluation.judge.JUDGE_PROMPTS``), since the full rubric alone is longer than the sandbox
+models' context; the judge jobs' configs name the same prompt. Written to ``--out``:
 
     judge_seed.jsonl   the judge-format examples (meta: oracle score, points, family, configuration)
     sft_m1.jsonl       M_1's SFT data: the RMSP demonstrations (``data/rmsp.jsonl``) and the judge-format examples
@@ -26,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from almost.evaluation.judge import JUDGE_PROMPTS
 from almost.records import Demonstration, Prompt, Responses, load_jsonl, write_jsonl
 from almost.sandbox.build import load_world
 from almost.sandbox.oracle import WEIGHTS, OracleScore, score
@@ -62,9 +65,10 @@ def rationale(judged: OracleScore, aspect: str) -> str:
     return " ".join(parts)
 
 
-def judge_seed(world: World, responses: Iterable[Responses], limit: int) -> list[Demonstration]:
-    """Judge-format examples of the first ``limit`` non-empty answers to questions the world can parse, in file
-    order (every configuration's answer to one query before the next query)."""
+def judge_seed(world: World, responses: Iterable[Responses], limit: int, prompt: str = "short"
+               ) -> list[Demonstration]:
+    """Judge-format examples (judge prompt ``prompt``) of the first ``limit`` non-empty answers to questions the
+    world can parse, in file order (every configuration's answer to one query before the next query)."""
     examples: list[Demonstration] = []
     for record in responses:
         query = world.parse(record.prompt)
@@ -79,7 +83,7 @@ def judge_seed(world: World, responses: Iterable[Responses], limit: int) -> list
             points = judge_points(judged.total)
             examples.append(judge_demonstration(record.prompt, answer, points, rationale(judged, query.aspect),
                                                 {"oracle": judged.total, "points": points, "family": query.family,
-                                                 "config": config}))
+                                                 "config": config}, prompt))
     return examples
 
 
@@ -92,11 +96,11 @@ def iteration_prompts(queries: Sequence[Prompt], skip: int, per_iteration: int, 
 
 
 def write_data(runs: Path, out: Path, seed_answers: int = 300, skip_queries: int = 400, prompts: int = 300,
-               iterations: int = 2) -> dict:
+               iterations: int = 2, judge_prompt: str = "short") -> dict:
     """Write the files of the module docstring; returns the statistics (also in ``seed.stats.json``)."""
     world = load_world(runs / "world")
     out.mkdir(parents=True, exist_ok=True)
-    seed = judge_seed(world, load_jsonl(runs / "data" / "responses.jsonl", Responses), seed_answers)
+    seed = judge_seed(world, load_jsonl(runs / "data" / "responses.jsonl", Responses), seed_answers, judge_prompt)
     demonstrations = load_jsonl(runs / "data" / "rmsp.jsonl", Demonstration)
     write_jsonl(out / "judge_seed.jsonl", seed)
     write_jsonl(out / "sft_m1.jsonl", [*demonstrations, *seed])
@@ -104,7 +108,7 @@ def write_data(runs: Path, out: Path, seed_answers: int = 300, skip_queries: int
     for t, slice_ in enumerate(iteration_prompts(queries, skip_queries, prompts, iterations), start=1):
         write_jsonl(out / f"prompts_{t}.jsonl", slice_)
     points = Counter(d.meta["points"] for d in seed)
-    stats = {"judge_examples": len(seed), "demonstrations": len(demonstrations), "prompts_per_iteration": prompts,
+    stats = {"judge_examples": len(seed), "judge_prompt": judge_prompt, "demonstrations": len(demonstrations), "prompts_per_iteration": prompts,
              "iterations": iterations, "points_histogram": {str(k): points[k] for k in sorted(points)},
              "seed_oracle_mean": statistics.fmean(d.meta["oracle"] for d in seed) if seed else None,
              "families": dict(Counter(d.meta["family"] for d in seed))}
@@ -120,11 +124,13 @@ def main() -> None:
     parser.add_argument("--skip-queries", type=int, default=400, help="mined queries RMSP used (not new prompts)")
     parser.add_argument("--prompts", type=int, default=300, help="new prompts per iteration")
     parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--judge-prompt", default="short", choices=sorted(JUDGE_PROMPTS),
+                        help="the judge prompt of the examples (almost.evaluation.judge.JUDGE_PROMPTS)")
     args = parser.parse_args()
     runs = Path(args.runs)
     out = Path(args.out) if args.out else runs / "self_rewarding" / "data"
-    print(json.dumps(write_data(runs, out, args.seed_answers, args.skip_queries, args.prompts, args.iterations),
-                     indent=2))
+    print(json.dumps(write_data(runs, out, args.seed_answers, args.skip_queries, args.prompts, args.iterations,
+                                args.judge_prompt), indent=2))
 
 
 if __name__ == "__main__":

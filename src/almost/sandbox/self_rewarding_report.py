@@ -101,8 +101,9 @@ def policy_section(runs: Path, world, queries: list[str], sampling: SamplingConf
     return results
 
 
-def judge_section(runs: Path, world, n_queries: int, max_new_tokens: int) -> dict:
-    """M_1..M_3 as judges of held-out baseline answers against the oracle (see the module docstring)."""
+def judge_section(runs: Path, world, n_queries: int, max_new_tokens: int, prompt: str) -> dict:
+    """M_1..M_3 as judges (judge prompt ``prompt``, as in the loop) of held-out baseline answers against the oracle
+    (see the module docstring)."""
     records = [r for r in load_jsonl(runs / "baselines" / "responses.jsonl", Responses) if world.parse(r.prompt)]
     groups = [(r.prompt, [a for a in r.responses.values() if a.strip()]) for r in records[:n_queries]]
     groups = [(q, answers) for q, answers in groups if answers]
@@ -110,7 +111,7 @@ def judge_section(runs: Path, world, n_queries: int, max_new_tokens: int) -> dic
     results = {}
     for name in JUDGES:
         judge = JudgeScorer(str(runs / POLICIES[name][0] / "hf"), samples=3, temperature=0.7, top_p=0.9,
-                            max_new_tokens=max_new_tokens, batch_size=96)
+                            max_new_tokens=max_new_tokens, batch_size=96, prompt=prompt)
         flat = judge.score([q for q, answers in groups for _ in answers], [a for _, answers in groups for a in answers])
         flat_iter = iter(flat)
         scores = [[next(flat_iter) for _ in answers] for _, answers in groups]
@@ -145,12 +146,13 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING, query_l
     out = runs / "self_rewarding"
     wall_file = out / "wall_seconds.json"
     wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
+    seed = json.loads((out / "data" / "seed.stats.json").read_text())
     return {
         "n_heldout_queries": len(queries), "n_distinct_heldout_queries": len(set(queries)), "seeds": list(SEEDS),
         "policies": policy_section(runs, world, queries, sampling),
-        "judges": judge_section(runs, world, judge_queries, judge_tokens),
+        "judges": judge_section(runs, world, judge_queries, judge_tokens, seed["judge_prompt"]),
         "iterations": iteration_section(runs, world),
-        "seed": json.loads((out / "data" / "seed.stats.json").read_text()),
+        "seed": seed,
         "raft": {k: v for k, v in json.loads((runs / "data" / "raft.stats.json").read_text()).items()
                  if k in ("queries", "demonstrations", "score_kept", "score_all_samples")},
         "dpo": {"synthetic": dpo_log(runs / "dpo"), "m2": dpo_log(out / "m2"), "m3": dpo_log(out / "m3")},
