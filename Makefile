@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 FIXTURES := tests/fixtures
 TOKENIZER := runs/fixture/tokenizer/tokenizer.json
 
-.PHONY: demo demo-self-rewarding test test-all install clean fixture-tokenizer
+.PHONY: demo demo-self-rewarding gold seeds test test-all install clean fixture-tokenizer
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,19 @@ demo: $(INSTALLED)
 demo-self-rewarding: $(INSTALLED)
 	$(PY) -m almost.sandbox.self_rewarding
 	@echo "Done. Report: runs/sandbox/self_rewarding/report.md"
+
+# After `make demo`: the gold controls (the oracle in place of the reward model in RMSP and PPO, best-of-N curves;
+# src/almost/sandbox/gold.py), ending with runs/sandbox/gold/report.md and best_of_n.png.
+gold: $(INSTALLED)
+	$(PY) -m almost.sandbox.gold
+	@echo "Done. Report: runs/sandbox/gold/report.md"
+
+# After `make demo`: every stage after pretraining, and the gold and self-rewarding pipelines, with seeds 1 and 2
+# in runs/seeds/seed_<n>/ (src/almost/sandbox/seeds.py); seed 0 is make demo's own run (run `make gold` and
+# `make demo-self-rewarding` for it). Ends with the means and standard errors of runs/seeds/summary.md.
+seeds: $(INSTALLED)
+	$(PY) -m almost.sandbox.seeds --seeds 1 2 --also gold self_rewarding
+	@echo "Done. Summary: runs/seeds/summary.md"
 
 test: $(INSTALLED)
 	$(PY) -m pytest -m "not slow and not gpu"

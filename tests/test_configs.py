@@ -82,3 +82,15 @@ def test_stage_runs_through_the_cli(stage, tokenizer_dir, tmp_path):
         train.main([subcommand, "--config", f"configs/fixture/{stage}.yaml", "--ckpt_path", f"{tmp_path}/ckpt/last.ckpt",
                     f"--trainer.logger.init_args.save_dir={tmp_path}", f"--model.init_args.source.tokenizer={tokenizer_dir}",
                     "--trainer.limit_predict_batches=2", "--trainer.enable_progress_bar=false"])
+
+
+def test_gold_controls_differ_from_their_stages_only_in_the_scorer(capsys):
+    gold = resolved_config(capsys, "--config", "configs/sandbox/gold/ppo.yaml")
+    ppo = resolved_config(capsys, "--config", "configs/sandbox/ppo.yaml")
+    reward = gold["model"]["init_args"].pop("reward")
+    assert reward["class_path"] == "almost.sandbox.scorer.OracleScorer"
+    assert gold["model"]["init_args"].pop("critic") == ppo["model"]["init_args"]["reward"]  # the RM's network
+    for config in (gold, ppo):
+        for key in ("reward", "critic", "export_dir"):
+            config["model"]["init_args"].pop(key, None)
+    assert gold["model"] == ppo["model"] and gold["data"] == ppo["data"]

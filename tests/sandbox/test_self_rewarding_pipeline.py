@@ -70,9 +70,9 @@ def test_tiny_self_rewarding_stages_run_and_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     runs = Path("runs/sandbox")
-    assert self_rewarding.missing_inputs()  # nothing there yet: `make demo` first
+    assert not all(p.exists() for p in self_rewarding.NEEDS)  # nothing there yet: `make demo` first
     fake_demo_outputs(runs)
-    assert self_rewarding.missing_inputs() == []
+    assert all(p.exists() for p in self_rewarding.NEEDS)
     wall = self_rewarding.run(extra=TINY)
     names = [s.name for s in self_rewarding.stages()]
     assert list(wall) == names

@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 RUNS = Path("runs/sandbox")
 WORLD = RUNS / "world"
@@ -222,6 +223,27 @@ def parse_sets(items: list[str]) -> dict[str, list[str]]:
         stage, _, arg = item.partition("=")
         extra.setdefault(stage, []).append(arg)
     return extra
+
+
+def after_demo_main(doc: str, stage_list: Callable[[], list[Stage]], timing_file: Path, tag: str,
+                    needs: tuple[Path, ...], example: str) -> None:
+    """The command line of a pipeline that runs after ``make demo`` on its outputs (``needs``): ``--list``,
+    ``--force``, ``--set STAGE=ARG`` (``example``: one such option), then ``run_stages``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="rerun every stage")
+    parser.add_argument("--list", action="store_true", help="show the stages and exit")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
+                        help=f"an extra argument for a stage's command, e.g. --set {example}")
+    args = parser.parse_args()
+    if args.list:
+        for stage in stage_list():
+            state = "up to date" if stage.up_to_date() else "interrupted" if stage.interrupted() else "to run"
+            print(f"{stage.name:24s} {state:11s} {' '.join(stage.command)}")
+        return
+    missing = [p for p in needs if not p.exists()]
+    if missing:
+        sys.exit(f"[{tag}] run `make demo` first: {', '.join(map(str, missing))} missing")
+    run_stages(stage_list(), timing_file, force=args.force, extra=parse_sets(args.set), tag=tag)
 
 
 def main() -> None:

@@ -19,11 +19,10 @@ in ``runs/sandbox/self_rewarding/wall_seconds.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from almost.sandbox.pipeline import DATA, RUNS, SANDBOX_CODE, WORLD, Stage, fit, job, parse_sets, run_stages
+from almost.sandbox.pipeline import DATA, RUNS, SANDBOX_CODE, WORLD, Stage, after_demo_main, fit, job, run_stages
 
 OUT = RUNS / "self_rewarding"
 SR_DATA = OUT / "data"
@@ -65,27 +64,9 @@ def run(force: bool = False, extra: dict[str, list[str]] | None = None) -> dict[
     return run_stages(stages(), OUT / "wall_seconds.json", force=force, extra=extra, tag="self_rewarding")
 
 
-def missing_inputs() -> list[Path]:
-    """What this pipeline reads from ``make demo``'s and is not there."""
-    return [p for p in NEEDS if not p.exists()]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--force", action="store_true", help="rerun every stage")
-    parser.add_argument("--list", action="store_true", help="show the stages and exit")
-    parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
-                        help="an extra argument for a stage's command, e.g. --set self_rewarding/m2=--trainer.max_epochs=1")
-    args = parser.parse_args()
-    if args.list:
-        for stage in stages():
-            state = "up to date" if stage.up_to_date() else "interrupted" if stage.interrupted() else "to run"
-            print(f"{stage.name:24s} {state:11s} {' '.join(stage.command)}")
-        return
-    missing = missing_inputs()
-    if missing:
-        sys.exit(f"[self_rewarding] run `make demo` first: {', '.join(map(str, missing))} missing")
-    run(force=args.force, extra=parse_sets(args.set))
+    after_demo_main(__doc__, stages, OUT / "wall_seconds.json", "self_rewarding", NEEDS,
+                    "self_rewarding/m2=--trainer.max_epochs=1")
 
 
 if __name__ == "__main__":

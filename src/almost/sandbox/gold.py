@@ -1,0 +1,50 @@
+"""Gold controls: every reward-using stage of ALMoST rerun with the oracle as its scorer, side by side with the
+synthetic reward model, and best-of-N over-optimization curves; after ``make demo`` (it reads its outputs).
+
+    python -m almost.sandbox.gold              # run what is missing or out of date, then the report
+    python -m almost.sandbox.gold --list       # the stages and whether they are up to date
+
+The gold rows are instruments that separate "the machinery does not work" from "the synthetic feedback has
+nothing to teach here": the oracle is the scorer of ``configs/sandbox/gold/*.yaml`` only, never of the method's
+own stages. Stages: RMSP with the oracle keeping the best of N (``gold/rmsp``), SFT on those demonstrations
+(``gold/sft_rmsp``), PPO from the same SFT policy with the oracle as the reward (``gold/ppo``), and the report
+(``almost.sandbox.gold_report``: ``runs/sandbox/gold/report.{json,md}`` and ``best_of_n.png``). Stages run, skip
+and resume as the main pipeline's do (``almost.sandbox.pipeline.run_stages``); wall-clock seconds are kept in
+``runs/sandbox/gold/wall_seconds.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from almost.sandbox.pipeline import DATA, RUNS, SANDBOX_CODE, WORLD, Stage, after_demo_main, fit, job
+
+OUT = RUNS / "gold"
+NEEDS = tuple(RUNS / p for p in ("world/world.json", "pretrain_l/hf/config.json", "data/queries.jsonl",
+                                 "rm/hf/config.json", "sft_rmsp/hf/config.json", "ppo/hf/config.json"))
+
+
+def _hf(stage: str):
+    return RUNS / stage / "hf" / "config.json"
+
+
+def stages() -> list[Stage]:
+    world, queries = WORLD / "world.json", DATA / "queries.jsonl"
+    gold_rmsp = OUT / "data" / "rmsp.jsonl"
+    return [
+        job("gold/rmsp", (_hf("pretrain_l"), world, queries), gold_rmsp, "rmsp"),
+        fit("gold/sft_rmsp", (gold_rmsp, _hf("pretrain_m")), (_hf("gold/sft_rmsp"),), "sft_rmsp"),
+        fit("gold/ppo", (_hf("sft_rmsp"), _hf("rm"), world, queries), (_hf("gold/ppo"),), "ppo"),
+        Stage("gold/report", (sys.executable, "-m", "almost.sandbox.gold_report", "--runs", str(RUNS)),
+              (_hf("gold/sft_rmsp"), _hf("gold/ppo"), _hf("sft_rmsp"), _hf("ppo"), DATA / "rmsp.jsonl",
+               DATA / "selfplay.jsonl", SANDBOX_CODE / "gold_report.py"),
+              (OUT / "report.json", OUT / "report.md", OUT / "best_of_n.png")),
+    ]
+
+
+def main() -> None:
+    after_demo_main(__doc__, stages, OUT / "wall_seconds.json", "gold", NEEDS, "gold/ppo=--trainer.max_epochs=2")
+
+
+if __name__ == "__main__":
+    main()

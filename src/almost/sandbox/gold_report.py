@@ -1,0 +1,175 @@
+"""The report of ``python -m almost.sandbox.gold``: ``runs/sandbox/gold/report.{json,md}`` and ``best_of_n.png``.
+
+    python -m almost.sandbox.gold_report --runs runs/sandbox
+
+On the world's held-out queries (no stage trains on them), judged by the oracle:
+
+- ``best_of_n``: ``SAMPLES`` zero-shot answers of SFT-RMSP per query, scored by the reward model and by the oracle;
+  for N = 1, 2, 4, ..., ``SAMPLES``: the expected oracle score and RM score of the answer the RM picks among N, and
+  the oracle score of the answer the oracle picks, each against KL = log N - (N - 1) / N
+  (``almost.evaluation.overoptimization``), with standard errors over queries;
+- ``policies``: SFT on RMSP and PPO, each with the reward model and with the gold reward (the oracle selecting
+  RMSP's demonstrations; the oracle as PPO's reward): oracle score (``SEEDS`` sampling seeds, per-query means, SE
+  over queries), RM score, and KL to SFT-RMSP (PPO's start);
+- ``demonstrations``: the oracle score of RMSP's demonstrations with the RM selecting, with the oracle selecting,
+  and of plain self-play (no selection);
+- ``ppo_training``: ``rollout/score`` of the first and last rollouts of both PPO runs (their own reward on their
+  training prompts: does PPO climb what it is given?).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from almost.chat import encode_prompt
+from almost.evaluation.overoptimization import best_of_n_curve
+from almost.generation import generate
+from almost.records import Prompt, Turn, load_jsonl
+from almost.sandbox.build import load_world
+from almost.sandbox.report import POLICY_SAMPLING, demonstrations_oracle, last_scalars, oracle_scores
+from almost.sandbox.self_rewarding_report import kl_estimate, load_lm, mean_and_standard_error
+from almost.scorers import RewardModelScorer, resolve_template
+
+SAMPLES = 16  # answers of SFT-RMSP per held-out query for the best-of-N curves
+SEEDS = (0, 1)  # sampling seeds of the policies' answers
+POLICIES = {"sft_rmsp": "sft_rmsp", "sft_rmsp_gold": "gold/sft_rmsp", "ppo": "ppo", "ppo_gold": "gold/ppo"}
+NAMES = {"sft_rmsp": "SFT on RMSP (RM selects)", "sft_rmsp_gold": "SFT on RMSP (oracle selects)",
+         "ppo": "PPO from SFT (RM reward)", "ppo_gold": "PPO from SFT (oracle reward)"}
+
+
+def sample_answers(directory: Path, queries: list[str], seeds) -> tuple[list[list[int]], dict[int, list]]:
+    model, tokenizer = load_lm(directory)
+    template = resolve_template(str(directory), None)
+    prompts = [encode_prompt(tokenizer, template, [Turn("user", q)]) for q in queries]
+    return prompts, {s: generate(model, tokenizer, prompts, POLICY_SAMPLING, batch_size=64, seed=s) for s in seeds}
+
+
+def best_of_n_section(runs: Path, world, queries: list[str], rm: RewardModelScorer, samples: int) -> dict:
+    _, answers = sample_answers(runs / "sft_rmsp" / "hf", queries, range(samples))
+    texts = [[answers[s][i].text for s in range(samples)] for i in range(len(queries))]  # (queries, samples)
+    flat_rm = rm.score([q for q in queries for _ in range(samples)], [a for row in texts for a in row])
+    rm_scores = [flat_rm[i * samples:(i + 1) * samples] for i in range(len(queries))]
+    gold = [oracle_scores(world, [q] * samples, row) for q, row in zip(queries, texts)]
+    ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= samples]
+    return {"samples": samples, "queries": len(queries),
+            "rm_selects": {"oracle": best_of_n_curve(rm_scores, gold, ns), "rm": best_of_n_curve(rm_scores, rm_scores, ns)},
+            "oracle_selects": {"oracle": best_of_n_curve(gold, gold, ns), "rm": best_of_n_curve(gold, rm_scores, ns)}}
+
+
+def policy_section(runs: Path, world, queries: list[str], rm: RewardModelScorer) -> dict:
+    reference, _ = load_lm(runs / "sft_rmsp" / "hf")
+    results = {}
+    for name, stage in POLICIES.items():
+        prompts, answers = sample_answers(runs / stage / "hf", queries, SEEDS)
+        per_seed = {s: oracle_scores(world, queries, [a.text for a in answers[s]]) for s in SEEDS}
+        mean, se = mean_and_standard_error([statistics.fmean(x) for x in zip(*per_seed.values())])
+        model, tokenizer = load_lm(runs / stage / "hf")
+        every = [a for s in SEEDS for a in answers[s]]
+        results[name] = {"model": str(runs / stage / "hf"), "oracle": mean, "oracle_se": se,
+                         "rm": statistics.fmean(rm.score(queries, [a.text for a in answers[SEEDS[0]]])),
+                         "kl_to_sft": kl_estimate(model, reference, prompts * len(SEEDS), every, tokenizer.pad_token_id),
+                         "mean_answer_chars": statistics.fmean(len(a.text) for a in answers[SEEDS[0]])}
+    return results
+
+
+def ppo_training(runs: Path) -> dict:
+    results = {}
+    for name, stage in (("ppo", "ppo"), ("ppo_gold", "gold/ppo")):
+        scores = last_scalars(runs / stage, ["rollout/score"])["rollout/score"]
+        results[name] = {"rollout_score_first3": statistics.fmean(scores[:3]),
+                         "rollout_score_last3": statistics.fmean(scores[-3:]), "rollouts": len(scores)}
+    return results
+
+
+def build_report(runs: Path, query_limit: int | None = None, samples: int = SAMPLES) -> dict:
+    world = load_world(runs / "world")
+    queries = [p.prompt for p in load_jsonl(runs / "world" / "heldout_queries.jsonl", Prompt)][:query_limit]
+    rm = RewardModelScorer(str(runs / "rm" / "hf"))
+    wall_file = runs / "gold" / "wall_seconds.json"
+    wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
+    return {
+        "n_heldout_queries": len(queries), "seeds": list(SEEDS),
+        "best_of_n": best_of_n_section(runs, world, queries, rm, samples),
+        "policies": policy_section(runs, world, queries, rm),
+        "demonstrations": {name: demonstrations_oracle(world, path)["oracle"] for name, path in (
+            ("rm_selects", runs / "data" / "rmsp.jsonl"), ("oracle_selects", runs / "gold" / "data" / "rmsp.jsonl"),
+            ("no_selection", runs / "data" / "selfplay.jsonl"))},
+        "ppo_training": ppo_training(runs),
+        "wall_seconds": {**wall, "total": round(sum(wall.values()), 1)},
+    }
+
+
+def plot(report: dict, path: Path) -> None:
+    """Oracle score (left) and RM score (right) against KL to SFT-RMSP: best-of-N curves and the PPO runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bon, pol = report["best_of_n"], report["policies"]
+    fig, (gold_ax, rm_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, measure, label in ((gold_ax, "oracle", "held-out oracle score"), (rm_ax, "rm", "RM score")):
+        for selector, style in (("rm_selects", "o-"), ("oracle_selects", "s--")):
+            rows = bon[selector][measure]
+            ax.errorbar([r["kl"] for r in rows], [r["mean"] for r in rows], yerr=[r["se"] or 0 for r in rows],
+                        fmt=style, capsize=2, label=f"best-of-N, {selector.replace('_', ' ')}")
+        for name, marker in (("ppo", "^"), ("ppo_gold", "v")):
+            ax.plot([pol[name]["kl_to_sft"]], [pol[name][measure]], marker, markersize=9, label=NAMES[name])
+        ax.set_xlabel("KL to SFT-RMSP (nats)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    gold_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(r: dict) -> str:
+    bon, pol, demo, ppo = r["best_of_n"], r["policies"], r["demonstrations"], r["ppo_training"]
+    rows = zip(bon["rm_selects"]["oracle"], bon["rm_selects"]["rm"], bon["oracle_selects"]["oracle"])
+    return "\n".join([
+        "# Gold controls on the sandbox world", "",
+        f"Held-out queries: {r['n_heldout_queries']}. The oracle is the scorer of the gold rows only (an instrument);"
+        " +- one standard error over queries.", "",
+        f"## Best-of-N on SFT-RMSP ({bon['samples']} samples per query)", "", "![best-of-N](best_of_n.png)", "",
+        "| N | KL | RM selects: oracle | RM selects: RM score | oracle selects: oracle |", "|---|---|---|---|---|",
+        *[f"| {a['n']} | {a['kl']:.3f} | {a['mean']:.3f} +- {_f(a['se'])} | {b['mean']:.3f} +- {_f(b['se'])} | "
+          f"{c['mean']:.3f} +- {_f(c['se'])} |" for a, b, c in rows], "",
+        "## Policies: the reward model against the gold reward", "",
+        "| policy | oracle | RM score | KL to SFT-RMSP | answer chars |", "|---|---|---|---|---|",
+        *[f"| {NAMES[k]} | {v['oracle']:.3f} +- {_f(v['oracle_se'])} | {v['rm']:.3f} | {v['kl_to_sft']:.3f} | "
+          f"{v['mean_answer_chars']:.0f} |" for k, v in pol.items()], "",
+        f"RMSP demonstrations (oracle): RM selects {_f(demo['rm_selects'])}, oracle selects "
+        f"{_f(demo['oracle_selects'])}, no selection (self-play) {_f(demo['no_selection'])}.", "",
+        "PPO's own reward on its training rollouts (first 3 -> last 3): " + "; ".join(
+            f"{NAMES[k]} {v['rollout_score_first3']:.3f} -> {v['rollout_score_last3']:.3f}" for k, v in ppo.items())
+        + ".", "",
+        "## Wall-clock seconds", "", "| stage | s |", "|---|---|",
+        *[f"| {k} | {v:.0f} |" for k, v in r["wall_seconds"].items()], ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/sandbox")
+    parser.add_argument("--queries", type=int, default=None, help="use only the first held-out queries")
+    parser.add_argument("--samples", type=int, default=SAMPLES, help="SFT answers per query for best-of-N")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    report = build_report(runs, args.queries, args.samples)
+    out = runs / "gold"
+    out.mkdir(parents=True, exist_ok=True)
+    plot(report, out / "best_of_n.png")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

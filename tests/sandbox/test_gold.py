@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from almost.evaluation.overoptimization import best_of_n_curve
+from almost.sandbox import gold, gold_report
+from almost.sandbox.pipeline import RUNS
+
+
+def test_gold_stages_rerun_the_reward_using_stages_with_the_oracle_configs():
+    stages = {s.name: s for s in gold.stages()}
+    assert list(stages) == ["gold/rmsp", "gold/sft_rmsp", "gold/ppo", "gold/report"]
+    assert "configs/sandbox/gold/ppo.yaml" in stages["gold/ppo"].command
+    assert stages["gold/ppo"].checkpoint == RUNS / "gold/ppo/checkpoints/last.ckpt"
+    assert RUNS / "gold/data/rmsp.jsonl" in stages["gold/sft_rmsp"].inputs  # SFT on the oracle's selection
+    assert RUNS / "gold/best_of_n.png" in stages["gold/report"].outputs
+
+
+def fake_report() -> dict:
+    rm = [[0.1 * i + 0.01 * q for i in range(4)] for q in range(5)]
+    oracle = [[1.0 if i == q % 4 else 0.5 for i in range(4)] for q in range(5)]
+    ns = [1, 2, 4]
+    policy = {"oracle": 0.7, "oracle_se": 0.01, "rm": 5.0, "kl_to_sft": 0.3, "mean_answer_chars": 40.0}
+    return {"n_heldout_queries": 5, "seeds": [0, 1],
+            "best_of_n": {"samples": 4, "queries": 5,
+                          "rm_selects": {"oracle": best_of_n_curve(rm, oracle, ns), "rm": best_of_n_curve(rm, rm, ns)},
+                          "oracle_selects": {"oracle": best_of_n_curve(oracle, oracle, ns),
+                                             "rm": best_of_n_curve(oracle, rm, ns)}},
+            "policies": {name: dict(policy) for name in gold_report.POLICIES},
+            "demonstrations": {"rm_selects": 0.69, "oracle_selects": 0.75, "no_selection": 0.7},
+            "ppo_training": {name: {"rollout_score_first3": 0.5, "rollout_score_last3": 0.6, "rollouts": 14}
+                             for name in ("ppo", "ppo_gold")},
+            "wall_seconds": {"gold/ppo": 60.0, "total": 60.0}}
+
+
+def test_the_report_plots_the_curves_and_tabulates_every_n(tmp_path: Path):
+    report = fake_report()
+    gold_report.plot(report, tmp_path / "best_of_n.png")
+    assert (tmp_path / "best_of_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = gold_report.markdown(report)
+    # N = 4 of 4 samples: the RM's choice is the last sample, whose oracle score is 1.0 for q = 3 only
+    assert "| 4 | 0.636 | 0.600 +- 0.100 | 0.320 +- 0.007 | 1.000 +- 0.000 |" in text
+    assert "RM selects 0.690, oracle selects 0.750, no selection (self-play) 0.700" in text
+    assert text.count("| PPO from SFT") == 2
+
+
+def test_gold_needs_make_demo_first_and_lists_its_stages(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["gold"])
+    with pytest.raises(SystemExit, match=r"\[gold\] run `make demo` first: runs/sandbox/world/world.json"):
+        gold.main()
+    monkeypatch.setattr("sys.argv", ["gold", "--list"])
+    gold.main()
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == [s.name for s in gold.stages()]
+    assert all(" to run " in line for line in listed)
