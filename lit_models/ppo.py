@@ -97,6 +97,9 @@ class PPOModule(L.LightningModule):
         seed: base of the per-rollout, per-process seeds of sampling and minibatch shuffling, so a resumed run
             samples what the uninterrupted run would have.
         log_samples_every_n_rollouts, n_log_samples: sample responses written as TensorBoard text (0: never).
+        eval_scorers: instruments, never the reward: each scores the validation answers, logged as
+            ``val/<name>_score`` (mean over the answers it can judge) next to ``val/score`` and ``val/kl``, so that
+            a run draws its over-optimization curve (the sandbox logs the oracle this way).
         export_dir: at the end of ``fit``, save the policy (LoRA merged) and tokenizer here in HF format.
     """
 
@@ -133,6 +136,7 @@ class PPOModule(L.LightningModule):
         seed: int = 0,
         log_samples_every_n_rollouts: int = 20,
         n_log_samples: int = 4,
+        eval_scorers: dict[str, Scorer] | None = None,
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -146,9 +150,11 @@ class PPOModule(L.LightningModule):
         if critic is None and not isinstance(self.reward, RewardModelScorer):
             raise ValueError(f"PPOModule: the reward {type(self.reward).__name__} is not a reward model: set critic "
                              "(a reward model or causal LM directory to start the value network from)")
-        self.save_hyperparameters(ignore=["source", "reward"])
+        self.eval_scorers = dict(eval_scorers or {})
+        self.save_hyperparameters(ignore=["source", "reward", "eval_scorers"])
         self.hparams["source"] = asdict(self.source)  # plain data, so checkpoints load with weights_only
         self.hparams["reward"] = self.reward.describe()
+        self.hparams["eval_scorers"] = {name: scorer.describe() for name, scorer in self.eval_scorers.items()}
         self.automatic_optimization = False
         self.tokenizer = load_tokenizer(self.source)
         self.kl_controller = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if kl_target is not None
@@ -239,8 +245,8 @@ class PPOModule(L.LightningModule):
                 torch.optim.AdamW(self.critic.parameters(), lr=self.hparams.critic_lr, fused=True)]
 
     def on_fit_start(self) -> None:
-        if self.reward_net is None:  # a scorer of decoded answers runs beside the policy
-            self.reward.to(self.device)
+        for scorer in ([self.reward] if self.reward_net is None else []) + list(self.eval_scorers.values()):
+            scorer.to(self.device)  # scorers of decoded answers run beside the policy
         if str(self.trainer.precision).startswith("16"):
             raise ValueError("PPOModule clips gradients itself and has no fp16 loss scaling: use bf16-mixed or 32-true")
         if self.trainer.max_steps != -1:
@@ -287,6 +293,12 @@ class PPOModule(L.LightningModule):
         self.log("val/kl", sequence_kl(logprobs, ref_logprobs, response_mask).mean(), **log)
         self.log("val/response_length", response_mask.sum(-1).float().mean(), **log)
         self.log("val/no_eos_fraction", (~finished).float().mean(), **log)
+        if self.eval_scorers:
+            prompts, answers = self.require_prompts(batch.get("prompts"), "an eval scorer"), self.decode(rollout)
+            for name, scorer in self.eval_scorers.items():
+                judged = [s for s in scorer.score(prompts, answers) if s is not None]
+                if judged:
+                    self.log(f"val/{name}_score", sum(judged) / len(judged), **{**log, "batch_size": len(judged)})
 
     # --- 1. sample ----------------------------------------------------------------------------
     def sample_seed(self, index: int) -> int:
@@ -341,16 +353,24 @@ class PPOModule(L.LightningModule):
         scorer gets ``prompts`` (the DataModule's texts) and the decoded answers."""
         if self.reward_net is not None:
             return self.reward_net.score(*rollout.sequences()).float()
-        if prompts is None:
-            raise ValueError(f"PPO: the reward {type(self.reward).__name__} scores text, but the batches carry no "
-                             "'prompts' (use data_modules.PromptDataModule)")
-        answers = [self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
-                   for ids, mask in zip(rollout.response_ids, rollout.response_mask)]
-        scores = self.reward.score(list(prompts), answers)
+        prompts = self.require_prompts(prompts, f"the reward {type(self.reward).__name__}")
+        scores = self.reward.score(prompts, self.decode(rollout))
         if any(s is None for s in scores):
             raise ValueError(f"PPO: the reward {type(self.reward).__name__} could not score "
                              f"{sum(s is None for s in scores)} of {len(scores)} answers; a PPO reward must score all")
         return torch.tensor(scores, dtype=torch.float32, device=self.device)
+
+    def decode(self, rollout: Rollout) -> list[str]:
+        """The rollout's answers as text."""
+        return [self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
+                for ids, mask in zip(rollout.response_ids, rollout.response_mask)]
+
+    @staticmethod
+    def require_prompts(prompts: list[str] | None, who: str) -> list[str]:
+        if prompts is None:
+            raise ValueError(f"PPO: {who} scores text, but the batches carry no 'prompts' "
+                             "(use data_modules.PromptDataModule)")
+        return list(prompts)
 
     def shape_scores(self, scores: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
         """``almost.rollout.shape_scores`` with this run's settings; the running moments (all processes) take in

@@ -407,6 +407,34 @@ def test_ppo_with_the_oracle_as_reward_runs_on_a_world_and_scores_the_decoded_an
     assert recorder.series("rollout/score")[0] == pytest.approx(sum(s for *_, s in oracle.calls) / 8, abs=1e-6)
 
 
+def test_eval_scorers_score_validation_answers_and_leave_training_alone(tiny, tmp_path):
+    from almost.records import Prompt, write_jsonl
+    from almost.sandbox.scorer import OracleScorer
+    from almost.sandbox.world import World
+
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "world.json").write_text(json.dumps({"world_seed": 0, "n_entities": 20}))
+    world = World(seed=0, n_entities=20)
+    queries = [Prompt(q.text) for q in world.sample_queries(8, seed=2, split="train")]
+    write_jsonl(tmp_path / "prompts.jsonl", queries[:7] + [Prompt("Sing me a song about the sea.")])  # unparseable
+    prompts = str(tmp_path / "prompts.jsonl")
+    runs = {}
+    for name, scorers in (("plain", None), ("instrumented", {"oracle": OracleScorer(str(tmp_path / "world"))})):
+        model = make_module(tiny, eval_scorers=scorers)
+        if scorers:
+            model.eval_scorers["oracle"] = oracle = RecordingOracle(scorers["oracle"])
+        recorder = RolloutRecorder()
+        data = PromptDataModule(prompts, tiny.policy, val_path=prompts, batch_size=8, max_length=64, shuffle=False)
+        trainer = fit(model, data, rollouts=2, callbacks=[recorder], limit_val_batches=1, num_sanity_val_steps=0)
+        runs[name] = (recorder.series("rollout/score"), trainer.callback_metrics)
+    assert runs["plain"][0] == runs["instrumented"][0]  # the instrument changes no rollout
+    assert "val/oracle_score" not in runs["plain"][1]
+    judged = [value for _, _, value in oracle.calls if value is not None]
+    assert len(oracle.calls) == 8 and len(judged) == 7  # the song request: unjudged, left out of the mean
+    assert runs["instrumented"][1]["val/oracle_score"].item() == pytest.approx(sum(judged) / 7, abs=1e-6)
+    assert model.hparams["eval_scorers"]["oracle"]["class"] == "OracleScorer"
+
+
 def test_ppo_refuses_prompts_and_responses_longer_than_the_positions(tiny):
     policy_positions = json.loads((Path(tiny.policy) / "config.json").read_text())["max_position_embeddings"]
     model = make_module(tiny, max_new_tokens=policy_positions)

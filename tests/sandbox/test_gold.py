@@ -28,7 +28,8 @@ def fake_report() -> dict:
                                              "rm": best_of_n_curve(oracle, rm, ns)}},
             "policies": {name: dict(policy) for name in gold_report.POLICIES},
             "demonstrations": {"rm_selects": 0.69, "oracle_selects": 0.75, "no_selection": 0.7},
-            "ppo_training": {name: {"rollout_score_first3": 0.5, "rollout_score_last3": 0.6, "rollouts": 14}
+            "ppo_training": {name: {"rollout_score_first3": 0.5, "rollout_score_last3": 0.6, "rollouts": 14,
+                                    "curve": {"kl": [0.1, 0.2], "score": [4.9, 5.0], "oracle_score": [0.7, 0.69]}}
                              for name in ("ppo", "ppo_gold")},
             "wall_seconds": {"gold/ppo": 60.0, "total": 60.0}}
 
@@ -41,7 +42,8 @@ def test_the_report_plots_the_curves_and_tabulates_every_n(tmp_path: Path):
     # N = 4 of 4 samples: the RM's choice is the last sample, whose oracle score is 1.0 for q = 3 only
     assert "| 4 | 0.636 | 0.600 +- 0.100 | 0.320 +- 0.007 | 1.000 +- 0.000 |" in text
     assert "RM selects 0.690, oracle selects 0.750, no selection (self-play) 0.700" in text
-    assert text.count("| PPO from SFT") == 2
+    assert text.count("| PPO from SFT") == 4  # the policies table and the training curves
+    assert "| PPO from SFT (RM reward) | 0.100 / 0.200 | 4.900 / 5.000 | 0.700 / 0.690 |" in text
 
 
 def test_gold_needs_make_demo_first_and_lists_its_stages(tmp_path, monkeypatch, capsys):

@@ -14,7 +14,9 @@ On the world's held-out queries (no stage trains on them), judged by the oracle:
 - ``demonstrations``: the oracle score of RMSP's demonstrations with the RM selecting, with the oracle selecting,
   and of plain self-play (no selection);
 - ``ppo_training``: ``rollout/score`` of the first and last rollouts of both PPO runs (their own reward on their
-  training prompts: does PPO climb what it is given?).
+  training prompts: does PPO climb what it is given?), and each run's curve from its validations (held-out mined
+  prompts, every few rollouts): ``val/kl``, ``val/score`` (its reward) and ``val/oracle_score`` (the oracle as an
+  instrument, ``PPOModule(eval_scorers=...)``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from almost.scorers import RewardModelScorer, resolve_template
 SAMPLES = 16  # answers of SFT-RMSP per held-out query for the best-of-N curves
 SEEDS = (0, 1)  # sampling seeds of the policies' answers
 POLICIES = {"sft_rmsp": "sft_rmsp", "sft_rmsp_gold": "gold/sft_rmsp", "ppo": "ppo", "ppo_gold": "gold/ppo"}
+CURVE = ("val/kl", "val/score", "val/oracle_score")  # PPO's validations, in order
 NAMES = {"sft_rmsp": "SFT on RMSP (RM selects)", "sft_rmsp_gold": "SFT on RMSP (oracle selects)",
          "ppo": "PPO from SFT (RM reward)", "ppo_gold": "PPO from SFT (oracle reward)"}
 
@@ -78,9 +81,11 @@ def policy_section(runs: Path, world, queries: list[str], rm: RewardModelScorer)
 def ppo_training(runs: Path) -> dict:
     results = {}
     for name, stage in (("ppo", "ppo"), ("ppo_gold", "gold/ppo")):
-        scores = last_scalars(runs / stage, ["rollout/score"])["rollout/score"]
+        logged = last_scalars(runs / stage, ["rollout/score", *CURVE])
+        scores = logged["rollout/score"]
         results[name] = {"rollout_score_first3": statistics.fmean(scores[:3]),
-                         "rollout_score_last3": statistics.fmean(scores[-3:]), "rollouts": len(scores)}
+                         "rollout_score_last3": statistics.fmean(scores[-3:]), "rollouts": len(scores),
+                         "curve": {tag.removeprefix("val/"): logged.get(tag, []) for tag in CURVE}}
     return results
 
 
@@ -118,6 +123,10 @@ def plot(report: dict, path: Path) -> None:
                         fmt=style, capsize=2, label=f"best-of-N, {selector.replace('_', ' ')}")
         for name, marker in (("ppo", "^"), ("ppo_gold", "v")):
             ax.plot([pol[name]["kl_to_sft"]], [pol[name][measure]], marker, markersize=9, label=NAMES[name])
+        curve = report["ppo_training"]["ppo"]["curve"]  # the RM run's validations (mined held-out prompts)
+        series = curve["oracle_score"] if measure == "oracle" else curve["score"]
+        if series and len(series) == len(curve["kl"]):
+            ax.plot(curve["kl"], series, "^:", alpha=0.6, label="PPO (RM reward) during training, val prompts")
         ax.set_xlabel("KL to SFT-RMSP (nats)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -151,6 +160,11 @@ def markdown(r: dict) -> str:
         "PPO's own reward on its training rollouts (first 3 -> last 3): " + "; ".join(
             f"{NAMES[k]} {v['rollout_score_first3']:.3f} -> {v['rollout_score_last3']:.3f}" for k, v in ppo.items())
         + ".", "",
+        "PPO during training (validations on held-out mined prompts):", "",
+        "| run | val/kl | val/score (its reward) | val/oracle_score |", "|---|---|---|---|",
+        *[f"| {NAMES[k]} | {' / '.join(f'{x:.3f}' for x in v['curve']['kl'])} | "
+          f"{' / '.join(f'{x:.3f}' for x in v['curve']['score'])} | "
+          f"{' / '.join(f'{x:.3f}' for x in v['curve']['oracle_score'])} |" for k, v in ppo.items()], "",
         "## Wall-clock seconds", "", "| stage | s |", "|---|---|",
         *[f"| {k} | {v:.0f} |" for k, v in r["wall_seconds"].items()], ""])
 

@@ -116,7 +116,7 @@ def stages() -> list[Stage]:
         job("selfplay", (vanilla[2], DATA / "queries.jsonl"), DATA / "selfplay.jsonl", "rmsp"),
         fit("sft_rmsp", (DATA / "rmsp.jsonl", vanilla[1]), (_hf("sft_rmsp"),)),
         fit("sft_selfplay", (DATA / "selfplay.jsonl", vanilla[1]), (_hf("sft_selfplay"),), "sft_rmsp"),
-        fit("ppo", (_hf("sft_rmsp"), _hf("rm"), DATA / "queries.jsonl"), (_hf("ppo"),)),
+        fit("ppo", (_hf("sft_rmsp"), _hf("rm"), DATA / "queries.jsonl", world), (_hf("ppo"),)),
         Stage("hhh_policy", (sys.executable, "train.py", "test", "--config", "configs/eval/hhh_ab.yaml",
                              f"--model.init_args.source.path={_hf('ppo').parent}",
                              f"--model.init_args.out_dir={RUNS / 'eval' / 'hhh_policy'}"),
