@@ -9,10 +9,12 @@ from almost.sandbox.pipeline import RUNS
 
 def test_gold_stages_rerun_the_reward_using_stages_with_the_oracle_configs():
     stages = {s.name: s for s in gold.stages()}
-    assert list(stages) == ["gold/rmsp", "gold/sft_rmsp", "gold/ppo", "gold/report"]
+    assert list(stages) == ["gold/rmsp", "gold/sft_rmsp", "gold/ppo", "gold/ppo_vanilla", "gold/report"]
     assert "configs/sandbox/gold/ppo.yaml" in stages["gold/ppo"].command
     assert stages["gold/ppo"].checkpoint == RUNS / "gold/ppo/checkpoints/last.ckpt"
     assert RUNS / "gold/data/rmsp.jsonl" in stages["gold/sft_rmsp"].inputs  # SFT on the oracle's selection
+    assert "configs/sandbox/gold/ppo_vanilla.yaml" in stages["gold/ppo_vanilla"].command
+    assert RUNS / "pretrain_m/hf/config.json" in stages["gold/ppo_vanilla"].inputs  # the weak start
     assert RUNS / "gold/best_of_n.png" in stages["gold/report"].outputs
 
 
@@ -20,7 +22,8 @@ def fake_report() -> dict:
     rm = [[0.1 * i + 0.01 * q for i in range(4)] for q in range(5)]
     oracle = [[1.0 if i == q % 4 else 0.5 for i in range(4)] for q in range(5)]
     ns = [1, 2, 4]
-    policy = {"oracle": 0.7, "oracle_se": 0.01, "rm": 5.0, "kl_to_sft": 0.3, "mean_answer_chars": 40.0}
+    policy = {"oracle": 0.7, "oracle_se": 0.01, "rm": 5.0, "kl_to_start": 0.3, "start": "sft_rmsp",
+              "mean_answer_chars": 40.0}
     return {"n_heldout_queries": 5, "seeds": [0, 1],
             "best_of_n": {"samples": 4, "queries": 5,
                           "rm_selects": {"oracle": best_of_n_curve(rm, oracle, ns), "rm": best_of_n_curve(rm, rm, ns)},
@@ -30,7 +33,7 @@ def fake_report() -> dict:
             "demonstrations": {"rm_selects": 0.69, "oracle_selects": 0.75, "no_selection": 0.7},
             "ppo_training": {name: {"rollout_score_first3": 0.5, "rollout_score_last3": 0.6, "rollouts": 14,
                                     "curve": {"kl": [0.1, 0.2], "score": [4.9, 5.0], "oracle_score": [0.7, 0.69]}}
-                             for name in ("ppo", "ppo_gold")},
+                             for name in ("ppo", "ppo_gold", "ppo_gold_vanilla")},
             "wall_seconds": {"gold/ppo": 60.0, "total": 60.0}}
 
 
@@ -43,6 +46,8 @@ def test_the_report_plots_the_curves_and_tabulates_every_n(tmp_path: Path):
     assert "| 4 | 0.636 | 0.600 +- 0.100 | 0.320 +- 0.007 | 1.000 +- 0.000 |" in text
     assert "RM selects 0.690, oracle selects 0.750, no selection (self-play) 0.700" in text
     assert text.count("| PPO from SFT") == 4  # the policies table and the training curves
+    assert text.count("| PPO from vanilla M (oracle reward) |") == 2
+    assert "| SFT on RMSP (oracle selects) | 0.700 +- 0.010 | 5.000 | 0.300 (sft_rmsp) | 40 |" in text
     assert "| PPO from SFT (RM reward) | 0.100 / 0.200 | 4.900 / 5.000 | 0.700 / 0.690 |" in text
 
 

@@ -7,7 +7,8 @@ synthetic reward model, and best-of-N over-optimization curves; after ``make dem
 The gold rows are instruments that separate "the machinery does not work" from "the synthetic feedback has
 nothing to teach here": the oracle is the scorer of ``configs/sandbox/gold/*.yaml`` only, never of the method's
 own stages. Stages: RMSP with the oracle keeping the best of N (``gold/rmsp``), SFT on those demonstrations
-(``gold/sft_rmsp``), PPO from the same SFT policy with the oracle as the reward (``gold/ppo``), and the report
+(``gold/sft_rmsp``), PPO from the same SFT policy with the oracle as the reward (``gold/ppo``), the same PPO from the
+vanilla M model, a weak start with room to climb (``gold/ppo_vanilla``: does the machinery climb?), and the report
 (``almost.sandbox.gold_report``: ``runs/sandbox/gold/report.{json,md}`` and ``best_of_n.png``). Stages run, skip
 and resume as the main pipeline's do (``almost.sandbox.pipeline.run_stages``); wall-clock seconds are kept in
 ``runs/sandbox/gold/wall_seconds.json``.
@@ -35,8 +36,11 @@ def stages() -> list[Stage]:
         job("gold/rmsp", (_hf("pretrain_l"), world, queries), gold_rmsp, "rmsp"),
         fit("gold/sft_rmsp", (gold_rmsp, _hf("pretrain_m")), (_hf("gold/sft_rmsp"),), "sft_rmsp"),
         fit("gold/ppo", (_hf("sft_rmsp"), _hf("rm"), world, queries), (_hf("gold/ppo"),), "ppo"),
+        fit("gold/ppo_vanilla", (_hf("pretrain_m"), _hf("rm"), world, queries), (_hf("gold/ppo_vanilla"),),
+            "gold/ppo", "ppo"),
         Stage("gold/report", (sys.executable, "-m", "almost.sandbox.gold_report", "--runs", str(RUNS)),
-              (_hf("gold/sft_rmsp"), _hf("gold/ppo"), _hf("sft_rmsp"), _hf("ppo"), DATA / "rmsp.jsonl",
+              (_hf("gold/sft_rmsp"), _hf("gold/ppo"), _hf("gold/ppo_vanilla"), _hf("sft_rmsp"), _hf("ppo"),
+               DATA / "rmsp.jsonl",
                DATA / "selfplay.jsonl", SANDBOX_CODE / "gold_report.py"),
               (OUT / "report.json", OUT / "report.md", OUT / "best_of_n.png")),
     ]

@@ -9,8 +9,9 @@ On the world's held-out queries (no stage trains on them), judged by the oracle:
   the oracle score of the answer the oracle picks, each against KL = log N - (N - 1) / N
   (``almost.evaluation.overoptimization``), with standard errors over queries;
 - ``policies``: SFT on RMSP and PPO, each with the reward model and with the gold reward (the oracle selecting
-  RMSP's demonstrations; the oracle as PPO's reward): oracle score (``SEEDS`` sampling seeds, per-query means, SE
-  over queries), RM score, and KL to SFT-RMSP (PPO's start);
+  RMSP's demonstrations; the oracle as PPO's reward), and gold PPO from the vanilla M model beside its start:
+  oracle score (``SEEDS`` sampling seeds, per-query means, SE over queries), RM score, and KL to the start
+  (SFT-RMSP, or vanilla M);
 - ``demonstrations``: the oracle score of RMSP's demonstrations with the RM selecting, with the oracle selecting,
   and of plain self-play (no selection);
 - ``ppo_training``: ``rollout/score`` of the first and last rollouts of both PPO runs (their own reward on their
@@ -37,10 +38,14 @@ from almost.scorers import RewardModelScorer, resolve_template
 
 SAMPLES = 16  # answers of SFT-RMSP per held-out query for the best-of-N curves
 SEEDS = (0, 1)  # sampling seeds of the policies' answers
-POLICIES = {"sft_rmsp": "sft_rmsp", "sft_rmsp_gold": "gold/sft_rmsp", "ppo": "ppo", "ppo_gold": "gold/ppo"}
+# name -> (stage directory under runs/, the model its KL is measured to)
+POLICIES = {"sft_rmsp": ("sft_rmsp", "sft_rmsp"), "sft_rmsp_gold": ("gold/sft_rmsp", "sft_rmsp"),
+            "ppo": ("ppo", "sft_rmsp"), "ppo_gold": ("gold/ppo", "sft_rmsp"),
+            "vanilla_m": ("pretrain_m", "pretrain_m"), "ppo_gold_vanilla": ("gold/ppo_vanilla", "pretrain_m")}
 CURVE = ("val/kl", "val/score", "val/oracle_score")  # PPO's validations, in order
 NAMES = {"sft_rmsp": "SFT on RMSP (RM selects)", "sft_rmsp_gold": "SFT on RMSP (oracle selects)",
-         "ppo": "PPO from SFT (RM reward)", "ppo_gold": "PPO from SFT (oracle reward)"}
+         "ppo": "PPO from SFT (RM reward)", "ppo_gold": "PPO from SFT (oracle reward)",
+         "vanilla_m": "vanilla M, zero-shot", "ppo_gold_vanilla": "PPO from vanilla M (oracle reward)"}
 
 
 def sample_answers(directory: Path, queries: list[str], seeds) -> tuple[list[list[int]], dict[int, list]]:
@@ -58,14 +63,15 @@ def best_of_n_section(runs: Path, world, queries: list[str], rm: RewardModelScor
     gold = [oracle_scores(world, [q] * samples, row) for q, row in zip(queries, texts)]
     ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= samples]
     return {"samples": samples, "queries": len(queries),
-            "rm_selects": {"oracle": best_of_n_curve(rm_scores, gold, ns), "rm": best_of_n_curve(rm_scores, rm_scores, ns)},
+            "rm_selects": {"oracle": best_of_n_curve(rm_scores, gold, ns),
+                           "rm": best_of_n_curve(rm_scores, rm_scores, ns)},
             "oracle_selects": {"oracle": best_of_n_curve(gold, gold, ns), "rm": best_of_n_curve(gold, rm_scores, ns)}}
 
 
 def policy_section(runs: Path, world, queries: list[str], rm: RewardModelScorer) -> dict:
-    reference, _ = load_lm(runs / "sft_rmsp" / "hf")
+    references = {start: load_lm(runs / start / "hf")[0] for _, start in POLICIES.values()}
     results = {}
-    for name, stage in POLICIES.items():
+    for name, (stage, start) in POLICIES.items():
         prompts, answers = sample_answers(runs / stage / "hf", queries, SEEDS)
         per_seed = {s: oracle_scores(world, queries, [a.text for a in answers[s]]) for s in SEEDS}
         mean, se = mean_and_standard_error([statistics.fmean(x) for x in zip(*per_seed.values())])
@@ -73,14 +79,15 @@ def policy_section(runs: Path, world, queries: list[str], rm: RewardModelScorer)
         every = [a for s in SEEDS for a in answers[s]]
         results[name] = {"model": str(runs / stage / "hf"), "oracle": mean, "oracle_se": se,
                          "rm": statistics.fmean(rm.score(queries, [a.text for a in answers[SEEDS[0]]])),
-                         "kl_to_sft": kl_estimate(model, reference, prompts * len(SEEDS), every, tokenizer.pad_token_id),
+                         "kl_to_start": kl_estimate(model, references[start], prompts * len(SEEDS), every,
+                                                    tokenizer.pad_token_id), "start": start,
                          "mean_answer_chars": statistics.fmean(len(a.text) for a in answers[SEEDS[0]])}
     return results
 
 
 def ppo_training(runs: Path) -> dict:
     results = {}
-    for name, stage in (("ppo", "ppo"), ("ppo_gold", "gold/ppo")):
+    for name, stage in (("ppo", "ppo"), ("ppo_gold", "gold/ppo"), ("ppo_gold_vanilla", "gold/ppo_vanilla")):
         logged = last_scalars(runs / stage, ["rollout/score", *CURVE])
         scores = logged["rollout/score"]
         results[name] = {"rollout_score_first3": statistics.fmean(scores[:3]),
@@ -122,7 +129,7 @@ def plot(report: dict, path: Path) -> None:
             ax.errorbar([r["kl"] for r in rows], [r["mean"] for r in rows], yerr=[r["se"] or 0 for r in rows],
                         fmt=style, capsize=2, label=f"best-of-N, {selector.replace('_', ' ')}")
         for name, marker in (("ppo", "^"), ("ppo_gold", "v")):
-            ax.plot([pol[name]["kl_to_sft"]], [pol[name][measure]], marker, markersize=9, label=NAMES[name])
+            ax.plot([pol[name]["kl_to_start"]], [pol[name][measure]], marker, markersize=9, label=NAMES[name])
         curve = report["ppo_training"]["ppo"]["curve"]  # the RM run's validations (mined held-out prompts)
         series = curve["oracle_score"] if measure == "oracle" else curve["score"]
         if series and len(series) == len(curve["kl"]):
@@ -152,9 +159,9 @@ def markdown(r: dict) -> str:
         *[f"| {a['n']} | {a['kl']:.3f} | {a['mean']:.3f} +- {_f(a['se'])} | {b['mean']:.3f} +- {_f(b['se'])} | "
           f"{c['mean']:.3f} +- {_f(c['se'])} |" for a, b, c in rows], "",
         "## Policies: the reward model against the gold reward", "",
-        "| policy | oracle | RM score | KL to SFT-RMSP | answer chars |", "|---|---|---|---|---|",
-        *[f"| {NAMES[k]} | {v['oracle']:.3f} +- {_f(v['oracle_se'])} | {v['rm']:.3f} | {v['kl_to_sft']:.3f} | "
-          f"{v['mean_answer_chars']:.0f} |" for k, v in pol.items()], "",
+        "| policy | oracle | RM score | KL to its start | answer chars |", "|---|---|---|---|---|",
+        *[f"| {NAMES[k]} | {v['oracle']:.3f} +- {_f(v['oracle_se'])} | {v['rm']:.3f} | {v['kl_to_start']:.3f} "
+          f"({v['start']}) | {v['mean_answer_chars']:.0f} |" for k, v in pol.items()], "",
         f"RMSP demonstrations (oracle): RM selects {_f(demo['rm_selects'])}, oracle selects "
         f"{_f(demo['oracle_selects'])}, no selection (self-play) {_f(demo['no_selection'])}.", "",
         "PPO's own reward on its training rollouts (first 3 -> last 3): " + "; ".join(
