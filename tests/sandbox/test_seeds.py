@@ -64,9 +64,12 @@ def test_a_finding_holds_only_beyond_two_standard_errors():
     assert result["per_seed"] == pytest.approx(diffs)
     assert result["mean"] == pytest.approx(0.09)
     assert result["se"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(3))  # 0.00577
-    assert result["holds"] is True
+    assert result["holds"] is True and result["verdict"] == "holds"
     # a margin of 0.08: mean 0.01 against 2 SE = 0.0115
+    assert seeds.finding(reports, "a", "b", 0.08)["verdict"] == "within noise"
     assert seeds.finding(reports, "a", "b", 0.08)["holds"] is False
+    reversed_ = seeds.finding(reports, "b", "a", 0.0)  # mean -0.09, 2 SE 0.0115: the opposite holds
+    assert reversed_["verdict"] == "reversed" and reversed_["holds"] is False
     # against a number, and with a seed that lacks the value
     against = seeds.finding(reports + [{"b": 0.1}], "a", 0.75, 0.0)
     assert against["n"] == 3 and against["mean"] == pytest.approx(0.04) and against["holds"] is True
@@ -91,7 +94,7 @@ def test_the_summary_reads_every_seeds_report(tmp_path, monkeypatch):
     assert main["findings"]["ppo_>_sft"]["per_seed"] == pytest.approx([0.10, 0.13, 0.06])
     assert main["findings"]["rmsp_>_selfplay"]["n"] == 0
     text = (tmp_path / "runs/seeds/summary.md").read_text()
-    assert "| ppo_>_sft | 0.097 +- 0.020 | +0.100 / +0.130 / +0.060 | yes |" in text
+    assert "| ppo_>_sft | 0.097 +- 0.020 | +0.100 / +0.130 / +0.060 | holds |" in text
 
 
 def test_a_seed_does_not_start_while_make_demos_shared_stages_are_out_of_date(tmp_path, monkeypatch):

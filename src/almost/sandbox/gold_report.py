@@ -115,14 +115,15 @@ def build_report(runs: Path, query_limit: int | None = None, samples: int = SAMP
 
 
 def plot(report: dict, path: Path) -> None:
-    """Oracle score (left) and RM score (right) against KL to SFT-RMSP: best-of-N curves and the PPO runs."""
+    """Against KL: the held-out oracle score (left) and RM score (middle) of best-of-N on SFT-RMSP and of the PPO
+    runs; right, each PPO run's validations (held-out mined prompts: another mix, so another scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     bon, pol = report["best_of_n"], report["policies"]
-    fig, (gold_ax, rm_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (gold_ax, rm_ax, ppo_ax) = plt.subplots(1, 3, figsize=(15, 4))
     for ax, measure, label in ((gold_ax, "oracle", "held-out oracle score"), (rm_ax, "rm", "RM score")):
         for selector, style in (("rm_selects", "o-"), ("oracle_selects", "s--")):
             rows = bon[selector][measure]
@@ -130,14 +131,15 @@ def plot(report: dict, path: Path) -> None:
                         fmt=style, capsize=2, label=f"best-of-N, {selector.replace('_', ' ')}")
         for name, marker in (("ppo", "^"), ("ppo_gold", "v")):
             ax.plot([pol[name]["kl_to_start"]], [pol[name][measure]], marker, markersize=9, label=NAMES[name])
-        curve = report["ppo_training"]["ppo"]["curve"]  # the RM run's validations (mined held-out prompts)
-        series = curve["oracle_score"] if measure == "oracle" else curve["score"]
-        if series and len(series) == len(curve["kl"]):
-            ax.plot(curve["kl"], series, "^:", alpha=0.6, label="PPO (RM reward) during training, val prompts")
-        ax.set_xlabel("KL to SFT-RMSP (nats)")
-        ax.set_ylabel(label)
+        ax.set(xlabel="KL to SFT-RMSP (nats)", ylabel=label)
+    for name, style in (("ppo", "^-"), ("ppo_gold", "v-"), ("ppo_gold_vanilla", "D-")):
+        curve = report["ppo_training"][name]["curve"]
+        if curve["oracle_score"] and len(curve["oracle_score"]) == len(curve["kl"]):
+            ppo_ax.plot(curve["kl"], curve["oracle_score"], style, label=NAMES[name])
+    ppo_ax.set(xlabel="KL to its start (nats)", ylabel="oracle score, PPO validations")
+    for ax in (gold_ax, rm_ax, ppo_ax):
         ax.grid(alpha=0.3)
-    gold_ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

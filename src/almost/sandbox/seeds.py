@@ -158,14 +158,16 @@ def mean_and_se(values: list[float]) -> dict:
 
 
 def finding(reports: list[dict[str, float]], a: str, b: str | float, margin: float) -> dict:
-    """Per-seed ``a - b - margin`` over the reports that have the values; holds when its mean > 2 SE."""
+    """Per-seed ``a - b - margin`` over the reports that have the values; holds when its mean > 2 SE, and is
+    "reversed" when its mean < -2 SE (the opposite holds), else "within noise"."""
     diffs = [r[a] - (b if isinstance(b, (int, float)) else r[b]) - margin
              for r in reports if a in r and (isinstance(b, (int, float)) or b in r)]
     if not diffs:
         return {"holds": None, "n": 0}
     stats = mean_and_se(diffs)
-    holds = stats["se"] is not None and stats["mean"] > 2 * stats["se"]
-    return {**stats, "holds": holds, "per_seed": diffs}
+    beyond = stats["se"] is not None and abs(stats["mean"]) > 2 * stats["se"]
+    verdict = ("holds" if stats["mean"] > 0 else "reversed") if beyond else "within noise"
+    return {**stats, "holds": beyond and stats["mean"] > 0, "verdict": verdict, "per_seed": diffs}
 
 
 def summarize(seeds: list[int], name: str, findings: dict) -> dict | None:
@@ -187,16 +189,17 @@ def _se(stats: dict) -> str:
 def markdown(summary: dict) -> str:
     lines = ["# The sandbox over seeds", "",
              "Means over seeds +- one standard error (sample standard deviation / sqrt(seeds)). A finding holds when "
-             "the mean of its per-seed difference is above twice its standard error.", ""]
+             "the mean of its per-seed difference is above twice its standard error, and is reversed when it is "
+             "below minus twice its standard error.", ""]
     for name, part in summary.items():
         if part is None:
             continue
-        lines += [f"## {name} (seeds {part['seeds']})", "", "| finding | difference | per seed | holds |",
+        lines += [f"## {name} (seeds {part['seeds']})", "", "| finding | difference | per seed | verdict |",
                   "|---|---|---|---|"]
         for f, stats in part["findings"].items():
             if stats["n"]:
                 per_seed = " / ".join(f"{d:+.3f}" for d in stats["per_seed"])
-                lines.append(f"| {f} | {_se(stats)} | {per_seed} | {'yes' if stats['holds'] else 'NO'} |")
+                lines.append(f"| {f} | {_se(stats)} | {per_seed} | {stats['verdict']} |")
         lines += ["", "| value | mean +- SE |", "|---|---|",
                   *[f"| {k} | {_se(v)} |" for k, v in part["values"].items()
                     if not k.startswith(("samples", "examples")) and ".samples." not in k
