@@ -327,6 +327,7 @@ def run_cli(tiny, out: Path, *extra: str) -> list[dict]:
             "--model.init_args.max_new_tokens=24", "--model.init_args.minibatch_size=2",
             "--model.init_args.ppo_epochs=2", "--model.init_args.policy_lr=1e-3",
             f"--model.init_args.export_dir={out / 'hf'}",
+            "--model.init_args.eval_scorers=null",  # the sandbox's oracle instrument needs a world
             f"--data.init_args.path={FIXTURES / 'prompts.jsonl'}", "--data.init_args.batch_size=4",
             "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--trainer.logger=false",
             f"--trainer.default_root_dir={out}",  # where the CLI writes config.yaml
