@@ -48,15 +48,17 @@ NAMES = {"sft_rmsp": "SFT on RMSP (RM selects)", "sft_rmsp_gold": "SFT on RMSP (
          "vanilla_m": "vanilla M, zero-shot", "ppo_gold_vanilla": "PPO from vanilla M (oracle reward)"}
 
 
-def sample_answers(directory: Path, queries: list[str], seeds) -> tuple[list[list[int]], dict[int, list]]:
+def sample_answers(directory: Path, queries: list[str], seeds):
+    """The policy at ``directory`` (model, tokenizer), its encoded prompts, and its zero-shot answers per seed."""
     model, tokenizer = load_lm(directory)
     template = resolve_template(str(directory), None)
     prompts = [encode_prompt(tokenizer, template, [Turn("user", q)]) for q in queries]
-    return prompts, {s: generate(model, tokenizer, prompts, POLICY_SAMPLING, batch_size=64, seed=s) for s in seeds}
+    answers = {s: generate(model, tokenizer, prompts, POLICY_SAMPLING, batch_size=64, seed=s) for s in seeds}
+    return model, tokenizer, prompts, answers
 
 
 def best_of_n_section(runs: Path, world, queries: list[str], rm: RewardModelScorer, samples: int) -> dict:
-    _, answers = sample_answers(runs / "sft_rmsp" / "hf", queries, range(samples))
+    *_, answers = sample_answers(runs / "sft_rmsp" / "hf", queries, range(samples))
     texts = [[answers[s][i].text for s in range(samples)] for i in range(len(queries))]  # (queries, samples)
     flat_rm = rm.score([q for q in queries for _ in range(samples)], [a for row in texts for a in row])
     rm_scores = [flat_rm[i * samples:(i + 1) * samples] for i in range(len(queries))]
@@ -72,10 +74,9 @@ def policy_section(runs: Path, world, queries: list[str], rm: RewardModelScorer)
     references = {start: load_lm(runs / start / "hf")[0] for _, start in POLICIES.values()}
     results = {}
     for name, (stage, start) in POLICIES.items():
-        prompts, answers = sample_answers(runs / stage / "hf", queries, SEEDS)
+        model, tokenizer, prompts, answers = sample_answers(runs / stage / "hf", queries, SEEDS)
         per_seed = {s: oracle_scores(world, queries, [a.text for a in answers[s]]) for s in SEEDS}
         mean, se = mean_and_standard_error([statistics.fmean(x) for x in zip(*per_seed.values())])
-        model, tokenizer = load_lm(runs / stage / "hf")
         every = [a for s in SEEDS for a in answers[s]]
         results[name] = {"model": str(runs / stage / "hf"), "oracle": mean, "oracle_se": se,
                          "rm": statistics.fmean(rm.score(queries, [a.text for a in answers[SEEDS[0]]])),

@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Iterator
 
 from almost.sandbox import gold, pipeline, self_rewarding
 from almost.sandbox.pipeline import RUNS, Stage
+from almost.sandbox.self_rewarding_report import mean_and_standard_error
 
 SEEDS_ROOT = Path("runs/seeds")
 SHARED = ("world", "pretrain_s", "pretrain_m", "pretrain_l")  # make demo's, linked into every workspace
@@ -153,8 +153,8 @@ def leaves(tree: object, prefix: str = "") -> Iterator[tuple[str, float]]:
 
 def mean_and_se(values: list[float]) -> dict:
     """``{"mean", "se", "n"}``: the standard error is the sample standard deviation over sqrt(n) (None for n < 2)."""
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-    return {"mean": statistics.fmean(values), "se": se, "n": len(values)}
+    mean, se = mean_and_standard_error(values)
+    return {"mean": mean, "se": se, "n": len(values)}
 
 
 def finding(reports: list[dict[str, float]], a: str, b: str | float, margin: float) -> dict:
