@@ -1,10 +1,14 @@
 """Batched sampling: left padding gives the same continuation as one prompt alone; stop strings; seeds; top-p and
 temperature exactly as transformers' own warpers."""
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 from almost.batching import pad_sequences
-from almost.generation import SamplingConfig, TemperatureTopP, cut_at_stop, generate, top_p_filter
+from almost.generation import (MIN_SHARED_PREFIX, SamplingConfig, TemperatureTopP, common_prefix_length, cut_at_stop,
+                               generate, shared_prefix_cache, top_p_filter)
 from almost.models import ModelSource, build_causal_lm
 from tests.conftest import TINY_ARCH
 
@@ -83,3 +87,53 @@ def test_sampling_equals_transformers_own_sampling(tokenizer_dir, tokenizer):
             for generation, row in zip(ours, theirs[:, input_ids.shape[1]:].tolist()):
                 assert list(generation.token_ids) == row[:len(generation.token_ids)]
                 assert set(row[len(generation.token_ids):]) <= {tokenizer.pad_token_id}
+
+
+GEMMA3_ARCH = {"model_type": "gemma3_text", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+               "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "sliding_window": 160,
+               "layer_types": ["sliding_attention", "full_attention"], "max_position_embeddings": 256}
+
+
+def shared_prefix_prompts(tokenizer):
+    """Three prompts after one few-shot prefix (two of them the same prompt, as n samples of one query)."""
+    prefix = "User: What is 2 plus 2?\nAssistant: It is 4.\nUser: Hi\nAssistant: Hello!\n"
+    texts = [prefix + "User: Name a colour.\nAssistant:", prefix + "User: Why?\nAssistant:",
+             prefix + "User: Why?\nAssistant:"]
+    return [[tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+@pytest.mark.parametrize("arch", [TINY_ARCH, GEMMA3_ARCH], ids=["llama", "gemma3-sliding-window"])
+def test_shared_prefix_gives_each_prompt_its_own_next_token_logits(tokenizer_dir, tokenizer, arch):
+    torch.manual_seed(0)
+    model = build_causal_lm(ModelSource(arch=arch, tokenizer=tokenizer_dir), tokenizer).eval()
+    batch = shared_prefix_prompts(tokenizer)
+    input_ids, attention_mask, cache = shared_prefix_cache(model, batch, tokenizer.pad_token_id, "cpu")
+    length = common_prefix_length(batch)
+    assert length >= MIN_SHARED_PREFIX and cache.get_seq_length() == length
+    assert input_ids[:, :length].tolist() == [batch[0][:length]] * 3
+    assert [row[m.bool()].tolist() for row, m in zip(input_ids, attention_mask)] == batch  # pads sit in the middle
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as generate counts them
+    with torch.no_grad():
+        shared = model(input_ids=input_ids[:, length:], attention_mask=attention_mask, past_key_values=cache,
+                       position_ids=positions[:, length:]).logits[:, -1]  # (3, V)
+        alone = torch.stack([model(input_ids=torch.tensor([p])).logits[0, -1] for p in batch])
+    torch.testing.assert_close(shared, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [TINY_ARCH, GEMMA3_ARCH], ids=["llama", "gemma3-sliding-window"])
+def test_shared_prefix_generates_what_the_plain_batch_does(tokenizer_dir, tokenizer, arch):
+    torch.manual_seed(0)
+    model = build_causal_lm(ModelSource(arch=arch, tokenizer=tokenizer_dir), tokenizer).eval()
+    batch = shared_prefix_prompts(tokenizer) + prompts(tokenizer)[2:]  # the last one shares only BOS: plain batch
+    greedy = SamplingConfig(max_new_tokens=16, temperature=0)
+    for chunk in (3, 4):
+        plain = generate(model, tokenizer, batch, greedy, batch_size=chunk)
+        shared = generate(model, tokenizer, batch, replace(greedy, share_prefix=True), batch_size=chunk)
+        assert [g.token_ids for g in shared] == [g.token_ids for g in plain]
+    assert shared_prefix_cache(model, batch, tokenizer.pad_token_id, "cpu") is None  # nothing shared by all four
+    assert shared_prefix_cache(model, batch[:1], tokenizer.pad_token_id, "cpu") is None  # one prompt alone
+    window = getattr(model.config, "sliding_window", None)
+    if window is not None:  # rows must fit in the window, or slots of pads would hide real tokens: then no sharing
+        room = window - max(len(p) for p in batch[:3])
+        assert shared_prefix_cache(model, batch[:3], tokenizer.pad_token_id, "cpu", max_new_tokens=room) is not None
+        assert shared_prefix_cache(model, batch[:3], tokenizer.pad_token_id, "cpu", max_new_tokens=room + 1) is None

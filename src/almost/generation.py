@@ -8,6 +8,7 @@ keeps exactly the tokens transformers' warpers keep without their sort of token 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator, Sequence
@@ -28,6 +29,10 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 0.9
     stop_strings: tuple[str, ...] = ()
+    # Run the forward pass of the prompts' common first tokens (a few-shot prompt's demonstrations) once per batch
+    # and share its KV cache: the same distribution, but float rounding differs from the unshared pass, so a seed
+    # may sample other tokens. Off by default (the sandbox's outputs stay bit-identical); see shared_prefix_cache.
+    share_prefix: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,47 @@ def stop_string_criteria(tokenizer, stop_strings: tuple[str, ...]) -> StopString
     return StopStringCriteria(tokenizer, list(stop_strings))
 
 
+MIN_SHARED_PREFIX = 16  # tokens; a shorter common prefix is not worth a separate forward pass
+
+
+def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Number of first tokens that every prompt shares."""
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    return next((i for i in range(shortest) if any(p[i] != first[i] for p in prompts)), shortest)
+
+
+@torch.no_grad()
+def shared_prefix_cache(model, prompts: Sequence[Sequence[int]], pad: int, device,
+                        max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor, object] | None:
+    """``(input_ids, attention_mask, cache)`` for ``model.generate`` with the prompts' common prefix computed once,
+    or None when the batch has one prompt, shares fewer than ``MIN_SHARED_PREFIX`` tokens, or would outgrow a
+    sliding attention window (with ``max_new_tokens`` generated).
+
+    The prefix's KV cache is computed for one row and repeated over the batch; each prompt's remaining tokens
+    (at least one, so a batch of one prompt repeated still has a token to start from) follow it after the padding
+    that aligns their ends, so the rows read ``prefix, pads, rest``: generate gives the pads no attention and
+    counts positions from the attention mask, so every real token keeps its position. A sliding window, though,
+    spans cache slots, pads included: sharing is refused unless every row fits in the window, where the window
+    hides nothing (Gemma 3's is 512 tokens).
+    """
+    if len(prompts) < 2:
+        return None
+    length = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+    window = getattr(model.config.get_text_config(), "sliding_window", None)
+    longest = length + max(len(p) - length for p in prompts) + max_new_tokens
+    if length < MIN_SHARED_PREFIX or (window is not None and longest > window):
+        return None
+    prefix = torch.tensor([list(prompts[0][:length])], device=device)  # (1, P)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    cache = model(input_ids=prefix, use_cache=True, **keep).past_key_values  # no logits over the whole prefix
+    cache.batch_repeat_interleave(len(prompts))
+    rest_ids, rest_mask = pad_sequences([p[length:] for p in prompts], pad, side="left")  # (B, R)
+    input_ids = torch.cat([prefix.expand(len(prompts), -1), rest_ids.to(device)], dim=1)  # (B, P + R)
+    attention_mask = torch.cat([torch.ones_like(prefix).expand(len(prompts), -1), rest_mask.to(device)], dim=1)
+    return input_ids, attention_mask, cache
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, batch_size: int = 16,
              seed: int = 0) -> list[Generation]:
@@ -112,7 +158,14 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: Sampl
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     results: list[Generation] = []
     for index, batch in _chunks(prompts, batch_size):
-        input_ids, attention_mask = pad_sequences(batch, pad, side="left")
+        shared = (shared_prefix_cache(model, batch, pad, device, sampling.max_new_tokens) if sampling.share_prefix
+                  else None)
+        if shared is None:
+            input_ids, attention_mask = pad_sequences(batch, pad, side="left")
+            cache = {}
+        else:
+            input_ids, attention_mask, past = shared
+            cache = {"past_key_values": past}
         torch.manual_seed(seed + index)
         if sampling.temperature == 0:
             options = dict(do_sample=False)
@@ -124,7 +177,7 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: Sampl
                 [stop_string_criteria(tokenizer, tuple(sampling.stop_strings))]))
         output = model.generate(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=eos, top_k=None, **options,
+            max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=eos, top_k=None, **cache, **options,
         )[:, input_ids.shape[1]:].tolist()  # (B, new tokens)
         for ids in output:
             if eos in ids:

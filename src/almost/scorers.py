@@ -182,11 +182,13 @@ class JudgeScorer(Scorer):
         template: chat template the judge is prompted with (default: the one saved with the model).
         prompt: the judge prompt, a name of ``almost.evaluation.judge.JUDGE_PROMPTS``: "rubric" (the rubric in
             full) or "short" (its points in one line, for models with a short context).
+        share_prefix: compute the prompts' common beginning (the rubric) once per batch
+            (``almost.generation.SamplingConfig.share_prefix``).
     """
 
     def __init__(self, path: str, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0, dtype: str = "float32",
-                 template: ChatTemplate | None = None, prompt: str = "rubric") -> None:
+                 template: ChatTemplate | None = None, prompt: str = "rubric", share_prefix: bool = False) -> None:
         if samples < 1:
             raise ValueError(f"JudgeScorer: samples must be >= 1, got {samples}")
         if samples > 1 and temperature == 0:
@@ -196,7 +198,8 @@ class JudgeScorer(Scorer):
         self.prompt = prompt
         self.path, self.samples, self.batch_size, self.seed, self.dtype = path, samples, batch_size, seed, dtype
         self.template = resolve_template(path, template)
-        self.sampling = SamplingConfig(max_new_tokens, temperature, top_p, stop_strings=(f"\n{self.template.user_tag}",))
+        self.sampling = SamplingConfig(max_new_tokens, temperature, top_p, stop_strings=(f"\n{self.template.user_tag}",),
+                                       share_prefix=share_prefix)
         self.tally = JudgeTally()
         self.calls = 0
         self._net = None
