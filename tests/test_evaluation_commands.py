@@ -380,6 +380,40 @@ def test_winrate_on_vicuna_questions_with_a_reward_model(lm_dirs, rm_dir, tmp_pa
     assert "eval/judge/n" not in metrics and "eval/oracle/n" not in metrics
 
 
+def test_winrate_prompts_y_few_shot_as_a_vanilla_lm(lm_dirs, rm_dir, tmp_path, monkeypatch):
+    from almost.generation import Generation
+    from almost.prompting import FewShotPrompter, text_prompt_ids
+    from lit_models.evaluation import winrate
+
+    x, y = lm_dirs
+    prompter = FewShotPrompter({"hhh": "prompts/en/hhh.jsonl"})
+    with pytest.raises(ValueError, match="y_prompt and prompter go together"):
+        WinRateEvaluation(ModelSource(path=x), str(tmp_path), model_y=y, scorers={"rm": RewardModelScorer(rm_dir)},
+                          y_prompt="hhh-2shot")
+    module = WinRateEvaluation(ModelSource(path=x), str(tmp_path / "out"), model_y=y, y_prompt="hhh-2shot",
+                               prompter=prompter, scorers={"rm": RewardModelScorer(rm_dir)}, max_new_tokens=3)
+    module.configure_model()
+    seen = []  # (model, prompt ids, stop strings) of each generate call
+
+    def fake_generate(model, tokenizer, prompts, sampling, batch_size, seed):
+        seen.append((model, [list(p) for p in prompts], sampling.stop_strings))
+        return [Generation("an answer", (5,), True) for _ in prompts]
+
+    monkeypatch.setattr(winrate, "generate", fake_generate)
+    questions = ["What is the capital of France?", "How do I boil an egg?"]
+    module.evaluate_batch([SimpleNamespace(index=i, record=SimpleNamespace(id=str(i), text=q))
+                           for i, q in enumerate(questions)])
+    (model_x, ids_x, stop_x), (model_y, ids_y, stop_y) = seen
+    assert model_x is module.policy_x and model_y is module.policy_y
+    tokenizer = module.tokenizers["y"]
+    demos = prompter.demonstrations("hhh", 2, avoid=[])
+    expected = ["\n".join([f"User: {d[0][0]}\nAssistant: {d[0][1]}" for d in demos] + [f"User: {q}\nAssistant:"])
+                for q in questions]
+    assert ids_y == [text_prompt_ids(tokenizer, text) for text in expected]  # Y: two demonstrations, then the question
+    assert ids_x != ids_y and stop_y == prompter.stop_strings("assistant")
+    assert module.models()["y"] == f"{y} prompted hhh-2shot"
+
+
 # ------------------------------------------------------------------------------------------ data, configs, processes
 
 

@@ -8,12 +8,15 @@ oracle (``almost.sandbox.scorer.OracleScorer``), each chosen in config by ``clas
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from almost.chat import ChatTemplate, encode_prompt
 from almost.evaluation import parse_score, skip_counts, win_tie_loss
 from almost.generation import Generation, SamplingConfig, generate
 from almost.models import ModelSource, build_causal_lm, load_tokenizer
+from almost.prompting import PromptedConfig, Prompter, text_prompt_ids
 from almost.records import Turn
 from almost.scorers import JudgeScorer, Scorer
 from lit_models.evaluation.base import EvaluationModule, Row, describe
@@ -24,7 +27,8 @@ class WinRateEvaluation(EvaluationModule):
     batches from ``data_modules.evaluation.InstructionDataModule``.
 
     Per batch of questions:
-        1. generate: X and Y each answer every question as the assistant (chat template, their own tokenizers),
+        1. generate: X and Y each answer every question as the assistant (chat template, their own tokenizers;
+           Y after few-shot demonstrations when ``y_prompt`` is set),
            sampling with ``temperature`` / ``top_p`` (0: greedy) up to ``max_new_tokens``, stopping at EOS or
            at the next ``"\\nUser:"`` tag. Batch ``b`` samples with ``seed`` + the index of its first question,
            so the answers do not depend on the number of processes.
@@ -42,6 +46,11 @@ class WinRateEvaluation(EvaluationModule):
     Args:
         source: model X. model_y: directory of model Y (HF format).
         scorers: the judges by name, e.g. ``{reward_model: {class_path: almost.scorers.RewardModelScorer, ...}}``.
+        y_prompt: when given, Y is a vanilla LM prompted few-shot (``<style>-<k>shot``, e.g. ``hhh-5shot``: the
+            prompted baseline of ALMoST's tables) with the demonstrations of ``prompter``, instead of answering in the
+            bare chat template; Y then stops at the prompter's stop strings.
+        share_prefix: compute the prompts' common beginning (Y's demonstrations) once per batch
+            (``almost.generation.SamplingConfig.share_prefix``).
     """
 
     task = "winrate"
@@ -49,12 +58,18 @@ class WinRateEvaluation(EvaluationModule):
 
     def __init__(self, source: ModelSource, out_dir: str, model_y: str, scorers: dict[str, Scorer],
                  max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 0.9, seed: int = 0,
-                 template: ChatTemplate | None = None) -> None:
+                 template: ChatTemplate | None = None, y_prompt: str | None = None,
+                 prompter: Prompter | None = None, share_prefix: bool = False) -> None:
         if not scorers:
             raise ValueError("WinRateEvaluation needs at least one scorer")
+        if (y_prompt is None) != (prompter is None):
+            raise ValueError("WinRateEvaluation: y_prompt and prompter go together (a prompted Y needs both)")
+        y_config = PromptedConfig.parse(f"Y-{y_prompt}") if y_prompt else None
         super().__init__(source, out_dir, template)
+        self.y_config, self.prompter = y_config, prompter
         self.scorers = dict(scorers)
         self.hparams["scorers"] = {name: scorer.describe() for name, scorer in self.scorers.items()}  # plain data
+        self.hparams["prompter"] = type(prompter).__name__ if prompter is not None else None
         self.tokenizers = {"x": self.tokenizer, "y": load_tokenizer(self.sibling(model_y))}
         self.stop = (f"\n{self.template.user_tag}",)  # a vanilla LM goes on with the next user turn
         self.policy_x: torch.nn.Module | None = None
@@ -65,7 +80,8 @@ class WinRateEvaluation(EvaluationModule):
         return ModelSource(path=path, dtype=self.source.dtype, trust_remote_code=self.source.trust_remote_code)
 
     def models(self) -> dict[str, str]:
-        return {"x": describe(self.source), "y": self.hparams.model_y,
+        y = self.hparams.model_y + (f" prompted {self.hparams.y_prompt}" if self.y_config else "")
+        return {"x": describe(self.source), "y": y,
                 **{name: scorer.describe().get("path") or scorer.describe().get("world") or type(scorer).__name__
                    for name, scorer in self.scorers.items()}}
 
@@ -86,6 +102,14 @@ class WinRateEvaluation(EvaluationModule):
         ids = [encode_prompt(tokenizer, self.template, [Turn("user", p)]) for p in prompts]
         return generate(model, tokenizer, ids, sampling, batch_size=len(ids), seed=seed)
 
+    def respond_prompted(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[Generation]:
+        """Y's replies as a vanilla LM's: each question after ``y_prompt``'s few-shot demonstrations."""
+        style, shots = self.y_config.style, self.y_config.shots
+        ids = [text_prompt_ids(self.tokenizers["y"], self.prompter.assistant_prompt(style, shots, [Turn("user", p)]))
+               for p in prompts]
+        sampling = replace(sampling, stop_strings=self.prompter.stop_strings("assistant"))
+        return generate(self.policy_y, self.tokenizers["y"], ids, sampling, batch_size=len(ids), seed=seed)
+
     # --- 2. scores --------------------------------------------------------------------------------
     def judge(self, name: str, questions: list[str], answers: list[str], side: str, rows: list[Row]) -> None:
         """``rows[i][f"{name}_{side}"]``: the scorer's score of ``answers[i]``; for an LLM judge also its outputs."""
@@ -102,10 +126,11 @@ class WinRateEvaluation(EvaluationModule):
         hp = self.hparams
         questions = [item.record.text for item in batch]
         # 1. both models answer every question
-        sampling = SamplingConfig(hp.max_new_tokens, hp.temperature, hp.top_p, self.stop)
+        sampling = SamplingConfig(hp.max_new_tokens, hp.temperature, hp.top_p, self.stop, hp.share_prefix)
         seed = hp.seed + batch[0].index
         replies = {"x": self.respond(self.policy_x, self.tokenizers["x"], questions, sampling, seed),
-                   "y": self.respond(self.policy_y, self.tokenizers["y"], questions, sampling, seed)}
+                   "y": (self.respond_prompted(questions, sampling, seed) if self.y_config else
+                         self.respond(self.policy_y, self.tokenizers["y"], questions, sampling, seed))}
         rows = [{"index": item.index, "id": item.record.id, "question": q} for item, q in zip(batch, questions)]
         for side, generations in replies.items():
             for row, g in zip(rows, generations):
