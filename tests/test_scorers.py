@@ -94,6 +94,22 @@ def test_judge_scorer_averages_readable_judgements_and_counts_the_rest(monkeypat
         JudgeScorer(str(tmp_path), samples=2, temperature=0.0)
 
 
+def test_judge_reply_prefix_is_written_for_the_judge_and_read_back(monkeypatch, tmp_path, tokenizer):
+    seen = []
+
+    def scripted_generate(model, tokenizer_, prompts, sampling, batch_size, seed):
+        seen.extend(prompts)
+        return [Generation(text, (), True) for text in ("4", "n.")[:len(prompts)]]
+
+    judge = JudgeScorer(str(tmp_path), reply_prefix="Score:", max_new_tokens=2)
+    judge._net, judge._tokenizer = object(), tokenizer
+    monkeypatch.setattr(scorers, "generate", scripted_generate)
+    assert judge.score(["q1", "q2"], ["a1", "a2"]) == [4.0, None]  # "Score: 4" reads, "Score: n." does not
+    prompt = scorers.encode_prompt(tokenizer, judge.template, [Turn("user", judge.judge_prompt("q1", "a1"))])
+    assert seen[0] == prompt + scorers.text_ids(tokenizer, judge.template, "Score:")  # the reply starts with it
+    assert judge.judgements(["q1"], ["a1"]) == [["Score: 4"]] and judge.describe()["reply_prefix"] == "Score:"
+
+
 def test_judge_prompt_is_chosen_by_name(tmp_path):
     short = JudgeScorer(str(tmp_path), prompt="short")
     assert short.judge_prompt("How many legs?", "Four.") == render_judge_prompt("How many legs?", "Four.", "short")

@@ -26,7 +26,7 @@ from typing import Sequence, Union
 import torch
 
 from almost.batching import pad_sequences
-from almost.chat import ChatTemplate, encode_exchange, encode_prompt
+from almost.chat import ChatTemplate, encode_exchange, encode_prompt, text_ids
 from almost.evaluation.judge import JUDGE_PROMPTS, JudgeTally, render_judge_prompt
 from almost.generation import SamplingConfig, generate
 from almost.records import Turn
@@ -184,18 +184,21 @@ class JudgeScorer(Scorer):
             full) or "short" (its points in one line, for models with a short context).
         share_prefix: compute the prompts' common beginning (the rubric) once per batch
             (``almost.generation.SamplingConfig.share_prefix``).
+        reply_prefix: text the judge's reply starts with, written for it (e.g. ``"Score:"``: a model too small to
+            follow the rubric's format then only has to name the number); each output is read with it in front.
     """
 
     def __init__(self, path: str, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0, dtype: str = "float32",
-                 template: ChatTemplate | None = None, prompt: str = "rubric", share_prefix: bool = False) -> None:
+                 template: ChatTemplate | None = None, prompt: str = "rubric", share_prefix: bool = False,
+                 reply_prefix: str = "") -> None:
         if samples < 1:
             raise ValueError(f"JudgeScorer: samples must be >= 1, got {samples}")
         if samples > 1 and temperature == 0:
             raise ValueError("JudgeScorer: greedy judgements (temperature 0) are all the same; use samples: 1")
         if prompt not in JUDGE_PROMPTS:
             raise ValueError(f"JudgeScorer: prompt {prompt!r} is not one of {', '.join(JUDGE_PROMPTS)}")
-        self.prompt = prompt
+        self.prompt, self.reply_prefix = prompt, reply_prefix
         self.path, self.samples, self.batch_size, self.seed, self.dtype = path, samples, batch_size, seed, dtype
         self.template = resolve_template(path, template)
         self.sampling = SamplingConfig(max_new_tokens, temperature, top_p, stop_strings=(f"\n{self.template.user_tag}",),
@@ -226,6 +229,7 @@ class JudgeScorer(Scorer):
 
     def describe(self) -> dict:
         return {"class": type(self).__name__, "path": self.path, "samples": self.samples, "prompt": self.prompt,
+                "reply_prefix": self.reply_prefix,
                 "sampling": asdict(self.sampling)}
 
     def judge_prompt(self, prompt: PromptLike, response: str) -> str:
@@ -243,10 +247,12 @@ class JudgeScorer(Scorer):
         self._check(prompts, responses)
         self.load()
         texts = [self.judge_prompt(p, r) for p, r in zip(prompts, responses) for _ in range(self.samples)]
-        ids = [encode_prompt(self._tokenizer, self.template, [Turn("user", t)]) for t in texts]
+        reply = text_ids(self._tokenizer, self.template, self.reply_prefix) if self.reply_prefix else []
+        ids = [encode_prompt(self._tokenizer, self.template, [Turn("user", t)]) + reply for t in texts]
         seed = self.seed + 1_000_003 * self.calls
         self.calls += 1
-        outputs = [g.text for g in generate(self._net, self._tokenizer, ids, self.sampling, self.batch_size, seed)]
+        generations = generate(self._net, self._tokenizer, ids, self.sampling, self.batch_size, seed)
+        outputs = [f"{self.reply_prefix} {g.text}" if self.reply_prefix else g.text for g in generations]
         return [outputs[i * self.samples:(i + 1) * self.samples] for i in range(len(responses))]
 
     def scores_of(self, outputs: Sequence[str]) -> float | None:
