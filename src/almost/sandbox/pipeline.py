@@ -42,6 +42,7 @@ class Stage:
     outputs: tuple[Path, ...]
     checkpoint: Path | None = None  # a training stage's last checkpoint: an interrupted run resumes from it
     shards: Path | None = None  # a generation job's shards: an interrupted run skips what they hold
+    logs: Path = RUNS / "logs"  # the stage's log and running marker go here
 
     def newer_than_inputs(self, paths: tuple[Path, ...]) -> bool:
         if not all(p.exists() for p in paths):
@@ -52,7 +53,7 @@ class Stage:
     @property
     def running_marker(self) -> Path:
         """Written when the stage starts, removed when it succeeds."""
-        return RUNS / "logs" / f"{self.name}.running"
+        return self.logs / f"{self.name}.running"
 
     def interrupted(self) -> bool:
         return self.running_marker.exists()
@@ -196,7 +197,7 @@ def run_stages(stage_list: list[Stage], timing_file: Path, force: bool = False,
             continue
         command = stage.prepare(force) + tuple(
             arg for pattern, args in extra.items() if fnmatch.fnmatch(stage.name, pattern) for arg in args)
-        log = RUNS / "logs" / f"{stage.name}.log"
+        log = stage.logs / f"{stage.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         again = "interrupted before, resuming: " if stage.interrupted() else ""
         print(f"[{tag}] {stage.name}: {again}{' '.join(command)}  (log: {log})", flush=True)
@@ -216,6 +217,25 @@ def run_stages(stage_list: list[Stage], timing_file: Path, force: bool = False,
     return wall
 
 
+def pipeline_parser(doc: str, example: str) -> argparse.ArgumentParser:
+    """The options of a pipeline's command line: --force, --list, --until STAGE, --set STAGE=ARG (``example``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="rerun every stage")
+    parser.add_argument("--list", action="store_true", help="show the stages and exit")
+    parser.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
+                        help=f"an extra argument for a stage's command, e.g. --set {example}")
+    return parser
+
+
+def print_stages(stage_list: list[Stage]) -> None:
+    """``--list``: each stage's name, state (up to date, interrupted, to run) and command."""
+    width = max(len(stage.name) for stage in stage_list) + 1
+    for stage in stage_list:
+        state = "up to date" if stage.up_to_date() else "interrupted" if stage.interrupted() else "to run"
+        print(f"{stage.name:{width}s} {state:11s} {' '.join(stage.command)}")
+
+
 def parse_sets(items: list[str]) -> dict[str, list[str]]:
     """``--set STAGE=ARG`` options as ``{stage pattern: [args]}``."""
     extra: dict[str, list[str]] = {}
@@ -228,38 +248,21 @@ def parse_sets(items: list[str]) -> dict[str, list[str]]:
 def after_demo_main(doc: str, stage_list: Callable[[], list[Stage]], timing_file: Path, tag: str,
                     needs: tuple[Path, ...], example: str) -> None:
     """The command line of a pipeline that runs after ``make demo`` on its outputs (``needs``): ``--list``,
-    ``--force``, ``--set STAGE=ARG`` (``example``: one such option), then ``run_stages``."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--force", action="store_true", help="rerun every stage")
-    parser.add_argument("--list", action="store_true", help="show the stages and exit")
-    parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
-                        help=f"an extra argument for a stage's command, e.g. --set {example}")
-    args = parser.parse_args()
+    ``--force``, ``--until``, ``--set STAGE=ARG`` (``example``: one such option), then ``run_stages``."""
+    args = pipeline_parser(doc, example).parse_args()
     if args.list:
-        for stage in stage_list():
-            state = "up to date" if stage.up_to_date() else "interrupted" if stage.interrupted() else "to run"
-            print(f"{stage.name:24s} {state:11s} {' '.join(stage.command)}")
-        return
+        return print_stages(stage_list())
     missing = [p for p in needs if not p.exists()]
     if missing:
         sys.exit(f"[{tag}] run `make demo` first: {', '.join(map(str, missing))} missing")
-    run_stages(stage_list(), timing_file, force=args.force, extra=parse_sets(args.set), tag=tag)
+    run_stages(stage_list(), timing_file, force=args.force, extra=parse_sets(args.set), until=args.until, tag=tag)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--force", action="store_true", help="rerun every stage")
-    parser.add_argument("--list", action="store_true", help="show the stages and exit")
-    parser.add_argument("--until", metavar="STAGE", help="stop after this stage")
-    parser.add_argument("--set", action="append", default=[], metavar="STAGE=ARG",
-                        help="an extra argument for a stage's command, e.g. --set rm=--trainer.max_epochs=1")
-    args = parser.parse_args()
+    args = pipeline_parser(__doc__, "rm=--trainer.max_epochs=1").parse_args()
     extra = parse_sets(args.set)
     if args.list:
-        for stage in stages():
-            state = "up to date" if stage.up_to_date() else "interrupted" if stage.interrupted() else "to run"
-            print(f"{stage.name:14s} {state:11s} {' '.join(stage.command)}")
-        return
+        return print_stages(stages())
     run(force=args.force, extra=extra, until=args.until)
 
 
