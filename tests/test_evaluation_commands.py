@@ -391,11 +391,13 @@ def test_winrate_prompts_y_few_shot_as_a_vanilla_lm(lm_dirs, rm_dir, tmp_path, m
         WinRateEvaluation(ModelSource(path=x), str(tmp_path), model_y=y, scorers={"rm": RewardModelScorer(rm_dir)},
                           y_prompt="hhh-2shot")
     module = WinRateEvaluation(ModelSource(path=x), str(tmp_path / "out"), model_y=y, y_prompt="hhh-2shot",
-                               prompter=prompter, scorers={"rm": RewardModelScorer(rm_dir)}, max_new_tokens=3)
+                               prompter=prompter, scorers={"rm": RewardModelScorer(rm_dir)}, max_new_tokens=3,
+                               share_prefix=True)
     module.configure_model()
     seen = []  # (model, prompt ids, stop strings) of each generate call
 
     def fake_generate(model, tokenizer, prompts, sampling, batch_size, seed):
+        assert sampling.share_prefix  # both sides share their prompts' common beginning when asked
         seen.append((model, [list(p) for p in prompts], sampling.stop_strings))
         return [Generation("an answer", (5,), True) for _ in prompts]
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from almost import generation
 from almost.batching import pad_sequences
 from almost.generation import (MIN_SHARED_PREFIX, SamplingConfig, TemperatureTopP, common_prefix_length, cut_at_stop,
                                generate, shared_prefix_cache, top_p_filter)
@@ -121,15 +122,23 @@ def test_shared_prefix_gives_each_prompt_its_own_next_token_logits(tokenizer_dir
 
 
 @pytest.mark.parametrize("arch", [TINY_ARCH, GEMMA3_ARCH], ids=["llama", "gemma3-sliding-window"])
-def test_shared_prefix_generates_what_the_plain_batch_does(tokenizer_dir, tokenizer, arch):
+def test_shared_prefix_generates_what_the_plain_batch_does(tokenizer_dir, tokenizer, arch, monkeypatch):
     torch.manual_seed(0)
     model = build_causal_lm(ModelSource(arch=arch, tokenizer=tokenizer_dir), tokenizer).eval()
     batch = shared_prefix_prompts(tokenizer) + prompts(tokenizer)[2:]  # the last one shares only BOS: plain batch
     greedy = SamplingConfig(max_new_tokens=16, temperature=0)
+    caches = []  # what shared_prefix_cache gave generate, per batch
+    monkeypatch.setattr(generation, "shared_prefix_cache", lambda *a, **k: caches.append(shared_prefix_cache(*a, **k))
+                        or caches[-1])
     for chunk in (3, 4):
         plain = generate(model, tokenizer, batch, greedy, batch_size=chunk)
+        assert caches == []  # off unless asked for
         shared = generate(model, tokenizer, batch, replace(greedy, share_prefix=True), batch_size=chunk)
         assert [g.token_ids for g in shared] == [g.token_ids for g in plain]
+        # chunk 3: the three prompts with the few-shot prefix share it, the fourth batch is one prompt alone;
+        # chunk 4: the four prompts share only BOS, so nothing is shared
+        assert [c is not None for c in caches] == ([True, False] if chunk == 3 else [False])
+        caches.clear()
     assert shared_prefix_cache(model, batch, tokenizer.pad_token_id, "cpu") is None  # nothing shared by all four
     assert shared_prefix_cache(model, batch[:1], tokenizer.pad_token_id, "cpu") is None  # one prompt alone
     window = getattr(model.config, "sliding_window", None)

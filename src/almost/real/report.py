@@ -96,10 +96,10 @@ def load_answers(path: Path) -> list[dict]:
 def build_report(runs: Path) -> dict:
     data, eval_dir = runs / "data", runs / "eval"
     sft_rows, ppo_rows = (load_answers(eval_dir / f"winrate_{n}" / "answers.jsonl") for n in ("sft", "ppo"))
+    queries = load_jsonl(data / "queries.jsonl", Prompt)
     return {
         "wall_seconds": _json(runs / "wall_seconds.json"),
-        "queries": {"mined": len(load_jsonl(data / "queries.jsonl", Prompt)),
-                    "examples": [p.prompt for p in load_jsonl(data / "queries.jsonl", Prompt)[:5]]},
+        "queries": {"mined": len(queries), "examples": [p.prompt for p in queries[:5]]},
         "comparisons": comparisons_section(data),
         "reward_model": reward_model_section(runs),
         "rmsp": rmsp_section(data),
