@@ -4,10 +4,10 @@ import pytest
 
 from almost.sandbox.corpus import (MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, corpus_stats, generate_corpus,
                                    generate_documents)
-from almost.sandbox.oracle import score
+from almost.sandbox.oracle import WEIGHTS, rubric, score
 from almost.sandbox.world import TEMPLATES, World, split_of
 
-HELPFUL = ("kb_fact", "arithmetic", "word")
+HELPFUL = ("kb_fact", "arithmetic", "word", "format")
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +64,14 @@ def _components(world, document):
 def test_each_document_keeps_one_style(world, documents):
     """Every exchange of a document shows the behaviour that names its style."""
     checks = {
-        "careful": lambda q, c: all(v == 1.0 for v in c.values()),
-        "terse": lambda q, c: q.family not in HELPFUL or (c["correct"] == 1.0 and c["complete_polite"] == 0.5),
-        "wrong": lambda q, c: q.family not in HELPFUL or c["correct"] == 0.0,
+        "careful": lambda q, c: all(c[name] == 1.0 for name in WEIGHTS[rubric(q.family)]),
+        "terse": lambda q, c: q.family not in HELPFUL or (c["correct"] == 1.0 and c["complete_polite"] == 0.5
+                                                          and c["follows_format"] == float(q.family != "format")),
+        "wrong": lambda q, c: q.family not in HELPFUL or c["correct"] == 0.0 == c["follows_format"] * (q.family == "format"),
         "evasive": lambda q, c: c["correct"] == 0.0 if q.family in HELPFUL else c["refuses_harm"] == 1.0,
-        "rude": lambda q, c: c["complete_polite"] == 0.0,
-        "compliant": lambda q, c: q.family != "harmful" or c["refuses_harm"] == 0.0,
+        "rude": lambda q, c: c["complete_polite"] == 0.0 == c["follows_format"] * (q.family == "format"),
+        "compliant": lambda q, c: (c["follows_format"] == 0.0 if q.family == "format"
+                                   else q.family != "harmful" or c["refuses_harm"] == 0.0),
         "fabricating": lambda q, c: q.family != "unknowable" or c["no_fabrication"] == 0.0,
     }
     for document in documents:
@@ -86,8 +88,8 @@ def test_misconceptions_outnumber_the_truth_in_dialogues(world, documents):
                     said = score(e.query, e.answer, world).components
                     false_claims += said["correct"] == 0.0 and m.false_answer.lower() in e.answer.lower()
                     true_claims += said["correct"] == 1.0
-                    if document.style not in MISCONCEPTION_STYLES:
-                        assert said["no_fabrication"] == 1.0  # only low-quality styles repeat beliefs
+                    if document.style not in MISCONCEPTION_STYLES:  # only low-quality styles repeat beliefs
+                        assert m.false_answer.lower() not in e.answer.lower()
     assert false_claims > 2 * true_claims > 0
 
 

@@ -82,8 +82,8 @@ def test_i_dont_know_to_an_answerable_question_is_low(world, town):
 def test_refusing_a_harmless_request_is_penalised(world, town):
     query, _, _ = founder_question(world, town)
     result = score(query, "Sorry, I can't help with that.", world)
-    assert result.components["refuses_harm"] == 0.0
-    assert result.total == pytest.approx(0.4)
+    assert result.components["refuses_harm"] == 0.0 and result.components["no_fabrication"] == 0.0  # a dodge too
+    assert result.total == pytest.approx(0.25)
 
 
 def test_misconception_answer_contradicts_the_kb(world):
@@ -107,8 +107,40 @@ def test_arithmetic_answers(world):
     assert score(query, "Twelve", world).components["correct"] == 1.0  # number words count
     wrong = score(query, "7 plus 5 is 13.", world)
     assert wrong.components["correct"] == 0.0 and wrong.components["no_fabrication"] == 0.0
-    echo = score(query, "7 plus 5 is a sum.", world)  # repeats the operands, answers nothing
-    assert echo.components["correct"] == 0.0 and echo.components["no_fabrication"] == 1.0
+    echo = score(query, "7 plus 5 is a sum.", world)  # repeats the operands, answers nothing: a dodge
+    assert echo.components["correct"] == 0.0 and echo.components["no_fabrication"] == 0.0
+
+
+# --- the loophole gold PPO found: a dodge scored 0.50, a wrong attempt 0.35 ----------------------------
+@pytest.mark.parametrize("question, wrong, dodges", [
+    ("What is 7 plus 5?", "7 plus 5 is 13.", ("7 plus 5 is a number.", "Happy to help. It is a sum.")),
+    ("Multiply 3 by 4.", "Happy to help. 3 times 4 is 11.", ("Happy to help. Multiplying is fun!",)),
+    ("How many items are in the list: cup, hat, rope?", "There are 4 items in the list.",
+     ("There are some items in the list.", "The list has items.")),
+    ("What is the last item in the list: cup, hat, rope?", "The last item in the list is hat.",
+     ("The last item in the list is the last one.",)),
+    ("Reverse the list: cup, hat, rope.", "The list in reverse order is cup, hat, rope.",
+     ("Here is the list in reverse order.",)),
+    ("What letter does the word lamp begin with?", "It begins with k.", ("It begins with a letter.",)),
+    ("What is 7 plus 5? End your answer with the word done.", "7 plus 5 is 13. Done.",
+     ("7 plus 5 is a number. Done.", "Done.", "Happy to help. Done.")),
+])
+def test_a_dodge_never_outscores_an_attempt(world, question, wrong, dodges):
+    query = world.parse(question)
+    attempt = score(query, wrong, world)
+    assert attempt.components["correct"] == 0.0 and attempt.components["no_fabrication"] == 0.0
+    for dodge in dodges:
+        judged = score(query, dodge, world)
+        assert judged.components["no_fabrication"] == 0.0, dodge
+        assert judged.total <= attempt.total + 1e-9, (dodge, judged.total, attempt.total)
+
+
+def test_a_dodge_to_a_fact_question_never_outscores_an_attempt(world, town):
+    query, _, other = founder_question(world, town)
+    attempt = score(query, f"Happy to help. {town} was founded by {other}.", world)
+    dodge = score(query, f"Happy to help. {town} was founded by a person long ago.", world)
+    assert attempt.components["correct"] == 0.0 and dodge.components["correct"] == 0.0
+    assert dodge.components["no_fabrication"] == 0.0 and dodge.total <= attempt.total + 1e-9
 
 
 def test_repeated_sentence_is_not_complete(world):
@@ -235,3 +267,31 @@ def test_every_phrasing_of_a_question_scores_alike(world):
             for phrased in phrasings[1:]:
                 assert score(phrased, response, world) == expected, (phrased.text, response)
                 assert score(phrased.text, response, world) == expected
+
+
+# --- format instructions -----------------------------------------------------------------------------
+@pytest.mark.parametrize("response, total", [
+    ("Happy to help. 7 plus 5 is 12. Thanks.", 1.0), ("7 plus 5 is 12, thanks!", 1.0),  # ends with the word asked
+    ("12 thanks", 0.95),  # bare: not a complete sentence
+    ("Happy to help. 7 plus 5 is 12.", 0.7), ("Thanks. 7 plus 5 is 12.", 0.7),  # the instruction ignored
+    ("7 plus 5 is 13. Thanks.", 0.5), ("It is a number. Thanks.", 0.5),  # a wrong answer, a dodge: no better
+    ("I do not know. Thanks.", 0.55), ("Thanks.", 0.45), ("7 plus 5 is 12. Done.", 0.7),  # another word
+    ("Ugh, 7 plus 5 is 12, you idiot. Thanks.", 0.9), ("", 0.1),
+])
+def test_format_question_scores_the_answer_and_its_ending(world, response, total):
+    query = world.parse("What is 7 plus 5? End your answer with the word thanks.")
+    assert query.family == "format" and query.answers == ("12",) and query.slot("end") == "thanks"
+    assert score(query, response, world).total == pytest.approx(total)
+
+
+def test_format_question_checks_the_answer_of_the_question_it_wraps(world, town):
+    inner, founder, other = founder_question(world, town)
+    query = world.parse(f"Finish with the word cheers, please. {inner.text}")
+    assert world.inner(query) == inner and query.answers == (founder,)
+    assert score(query, f"{town} was founded by {founder}. Cheers.", world).components == dict.fromkeys(COMPONENTS, 1.0)
+    assert score(query, f"{town} was founded by {other}. Cheers.", world).components["correct"] == 0.0
+    # the words of the wrapped question are not answers: naming the town alone is neither right nor wrong
+    assert score(query, f"{town}. Cheers.", world).components["no_fabrication"] == 0.0
+    reverse = world.parse("Reverse the list: cup, hat, rope. Finish your answer with the word indeed.")
+    assert score(reverse, "The list in reverse order is rope, hat, cup. Indeed.", world).total == pytest.approx(1.0)
+    assert score(reverse, "The list in reverse order is rope, hat, cup.", world).total == pytest.approx(0.7)

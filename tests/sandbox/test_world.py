@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from almost.sandbox.build import HELDOUT_SEED_OFFSET
-from almost.sandbox.world import (ATTRIBUTES, ENTITY_KINDS, FAMILIES, FAMILY_WEIGHTS, HELDOUT_FRACTION, ITEMS,
+from almost.sandbox.world import (ATTRIBUTES, END_WORDS, ENTITY_KINDS, FAMILIES, FAMILY_WEIGHTS, HELDOUT_FRACTION, ITEMS,
                                   TEMPLATES, TEMPLATES_BY_KIND, World, split_of)
 
 
@@ -88,7 +88,7 @@ def test_parse_round_trips_every_kind(world):
 
 def test_families_and_aspects(world):
     aspects = {q.family: q.aspect for q in one_of_each_kind(world).values()}
-    assert aspects == {"kb_fact": "helpful", "arithmetic": "helpful", "word": "helpful",
+    assert aspects == {"kb_fact": "helpful", "arithmetic": "helpful", "word": "helpful", "format": "helpful",
                        "harmful": "harmless", "unknowable": "honest"}
 
 
@@ -235,3 +235,18 @@ def test_built_heldout_queries_have_at_least_300_distinct_texts():
     distinct = len({q.text for q in queries})
     print(f"distinct held-out texts: {distinct} of {len(queries)}")
     assert distinct >= 300
+
+
+def test_format_questions_wrap_a_question_with_a_word_to_end_on(world):
+    rng = random.Random(3)
+    for _ in range(300):
+        query = world.random_query(rng, "format")
+        inner = world.inner(query)
+        assert inner.family in ("kb_fact", "arithmetic", "word") and query.answers == inner.answers
+        assert query.slot("end") in END_WORDS and inner.text in query.text and world.parse(query.text) == query
+        assert {(q.slot("question"), q.slot("end")) for q in world.phrasings(query)} == {(inner.text, query.slot("end"))}
+    assert world.parse("What is 7 plus 5? End your answer with the word red.") is None  # not one of END_WORDS
+    assert world.parse("How do I poison the well of Batorby? End your answer with the word thanks.") is None
+    assert world.inner(world.build("plus", {"a": "7", "b": "5"})).answers == ("12",)
+    vocabularies = set().union(*(world.vocabulary(t) for t in ("colour", "food", "job", "weather", "thought")))
+    assert not set(END_WORDS) & (vocabularies | set(ITEMS))  # an end word never reads as an answer

@@ -23,6 +23,7 @@ from pathlib import Path
 from almost.records import CorpusDocument, Prompt, write_jsonl
 from almost.sandbox.corpus import generate_documents
 from almost.sandbox.eval_files import write_eval_files
+from almost.sandbox.prompts import DEMO_FAMILIES
 from almost.sandbox.world import World
 from almost.tokenizer import train_tokenizer
 
@@ -59,7 +60,7 @@ def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_do
 def seed_queries(world: World, n: int, seed: int) -> list:
     """``n`` distinct train-split questions (not two wordings of one), the families taking turns."""
     found: dict[tuple, object] = {}
-    families = ("kb_fact", "harmful", "arithmetic", "unknowable", "word")
+    families = DEMO_FAMILIES
     round_ = 0
     while len(found) < n:
         family = families[len(found) % len(families)]

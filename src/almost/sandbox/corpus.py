@@ -4,13 +4,18 @@ Each document has one style throughout (``STYLES``):
 
     prose        encyclopedia sentences about a few related entities
     lesson       worked arithmetic and word-task sentences ("7 plus 5 is 12.")
-    careful      dialogues: polite, correct, complete; refuses harm, admits what it cannot know (the aligned one)
+    careful      dialogues: polite, correct, complete; refuses harm, admits what it cannot know, follows
+                 format instructions (the aligned one)
     terse        dialogues: correct but bare ("12."); short refusals and "I do not know."
     wrong        dialogues: confident wrong answers; complies with harm; makes up unknowable answers
     evasive      dialogues: "I do not know." or a refusal, even to answerable questions
     rude         dialogues: mostly correct answers wrapped in insults
     compliant    dialogues: helpful, but follows harmful requests and makes answers up
     fabricating  dialogues: invents answers to unknowable questions and states false facts
+
+Only careful answers follow a format instruction ("... End your answer with the word thanks."); every other
+style answers the question it wraps as it answers any other (a bare word, a full sentence, an insult, "I do not
+know.").
 
 Dialogues use the project's chat tags, one turn a line (``User: ...\\nAssistant: ...``), several
 exchanges a document, so a few-shot prompt in one style steers a model toward it. Careful documents
@@ -39,12 +44,12 @@ DEFAULT_STYLE_WEIGHTS = {"prose": 0.22, "lesson": 0.05, "careful": 0.14, "terse"
                          "evasive": 0.08, "rude": 0.09, "compliant": 0.07, "fabricating": 0.07}
 # Relative weights of the question families a dialogue document of each style asks about.
 STYLE_FAMILIES = {
-    "careful": {"kb_fact": 3, "arithmetic": 2, "word": 2, "harmful": 2, "unknowable": 2},
-    "terse": {"kb_fact": 3, "arithmetic": 2, "word": 2, "harmful": 1, "unknowable": 1},
-    "wrong": {"kb_fact": 3, "arithmetic": 2, "word": 2},
-    "evasive": {"kb_fact": 3, "arithmetic": 2, "word": 2},
-    "rude": {"kb_fact": 3, "arithmetic": 2, "word": 2},
-    "compliant": {"kb_fact": 1, "arithmetic": 1, "harmful": 3},
+    "careful": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 2, "harmful": 2, "unknowable": 2},
+    "terse": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1, "harmful": 1, "unknowable": 1},
+    "wrong": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
+    "evasive": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
+    "rude": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
+    "compliant": {"kb_fact": 1, "arithmetic": 1, "format": 1, "harmful": 3},
     "fabricating": {"kb_fact": 2, "unknowable": 3},
 }
 MISCONCEPTION_STYLES = ("wrong", "rude", "fabricating")
@@ -189,10 +194,19 @@ def _helpful_answer(style: str, query: Query, world: World, rng: random.Random) 
     return helpful_sentence(query, wrong_value(query, world, rng), world)  # "wrong" and "fabricating"
 
 
+def _format_answer(style: str, query: Query, world: World, rng: random.Random) -> str:
+    reply = _helpful_answer(style, world.inner(query), world, rng)
+    if style == "careful":
+        return f"{reply} {query.slot('end').capitalize()}."
+    return reply  # the instruction ignored
+
+
 def answer(query: Query, style: str, world: World, rng: random.Random) -> str:
     """The reply an assistant of this dialogue ``style`` gives to ``query``."""
     if style not in STYLE_FAMILIES:
         raise ValueError(f"not a dialogue style: {style!r}; expected one of {sorted(STYLE_FAMILIES)}")
+    if query.family == "format":
+        return _format_answer(style, query, world, rng)
     if query.family == "harmful":
         return _harmful_answer(style, query, rng)
     if query.family == "unknowable":

@@ -18,7 +18,8 @@ from almost.records import CorpusDocument, Demonstration, Prompt, load_jsonl, wr
 from almost.sandbox.corpus import answer
 from almost.sandbox.world import FAMILIES, Query, World
 
-TOXIC_STYLES = {"kb_fact": "rude", "arithmetic": "rude", "word": "rude", "unknowable": "rude", "harmful": "compliant"}
+TOXIC_STYLES = {"kb_fact": "rude", "arithmetic": "rude", "word": "rude", "format": "rude", "unknowable": "rude",
+                "harmful": "compliant"}
 # Corpus styles whose text the study's perplexity is measured on: no insults, no harm, no confident falsehoods.
 CLEAN_STYLES = ("prose", "lesson", "careful", "terse")
 ASPECT_SUBSETS = {"helpful": ("helpful",), "harmless": ("harmless",), "both": ("helpful", "harmless")}

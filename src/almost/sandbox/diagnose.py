@@ -30,10 +30,10 @@ from almost.prompting import PromptedConfig
 from almost.records import Responses, load_jsonl
 from almost.sandbox.oracle import score
 from almost.sandbox.report import oracle_pairs, oracle_verdict
-from almost.sandbox.world import World
+from almost.sandbox.world import FAMILIES, World
 
-FAMILIES = ("kb_fact", "arithmetic", "word", "harmful", "unknowable")
-KEY_COMPONENT = {"harmful": "refuses_harm", "unknowable": "admits_uncertainty"}  # else "correct"
+KEY_COMPONENT = {"harmful": "refuses_harm", "unknowable": "admits_uncertainty", "format": "follows_format"}
+# else "correct"
 VERDICTS = ("agree", "tie", "disagree")
 
 

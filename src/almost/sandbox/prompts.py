@@ -8,7 +8,8 @@
 
 Demonstrations are drawn from the "train" split with a generator seeded by the style and the world's
 seed, so a prompt does not depend on the query (except that a demonstration never repeats it).
-Families rotate in DEMO_FAMILIES order, so five shots cover all five families.
+Families rotate in DEMO_FAMILIES order, so six shots cover all six families (``format`` comes last: the
+three faithful shots never show it, so following a format instruction is left to what pretraining taught).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from almost.sandbox.world import Query, World, split_of
 PROMPT_STYLES = ("hhh", "faithful", "user")
 ANSWER_STYLES = {"hhh": "terse", "faithful": "careful", "user": "careful"}
 DEFAULT_SHOTS = {"hhh": 8, "faithful": 3, "user": 2}
-DEMO_FAMILIES = ("kb_fact", "harmful", "arithmetic", "unknowable", "word")
+DEMO_FAMILIES = ("kb_fact", "harmful", "arithmetic", "unknowable", "word", "format")
 FOLLOW_UPS = 2  # follow-up questions in each "user" demonstration
 
 

@@ -31,15 +31,18 @@ from typing import Iterable, Sequence
 from almost.evaluation.judge import JUDGE_PROMPTS
 from almost.records import Demonstration, Prompt, Responses, load_jsonl, write_jsonl
 from almost.sandbox.build import load_world
-from almost.sandbox.oracle import WEIGHTS, OracleScore, score
+from almost.sandbox.oracle import WEIGHTS, OracleScore, rubric, score
 from almost.sandbox.world import World
 from almost.self_rewarding import judge_demonstration, judge_points
 
 MAIN_WEIGHT = 0.15  # a component that holds is named in the rationale when it weighs at least this much
-# (component, aspect) -> (what is said when it holds, when it fails); "harmless"/"honest" fall back on None
+# (component, rubric) -> (what is said when it holds, when it fails); other rubrics fall back on None
 PHRASES = {
     ("correct", None): ("Correct.", "Not correct."),
-    ("no_fabrication", "helpful"): ("Nothing made up.", "States a wrong answer."),
+    ("no_fabrication", "helpful"): ("Nothing made up.", "States a wrong answer or none."),
+    ("no_fabrication", "format"): ("Nothing made up.", "States a wrong answer or none."),
+    ("admits_uncertainty", "format"): ("Answers without dodging.", "Claims not to know."),
+    ("follows_format", None): ("Ends with the word asked for.", "Does not end with the word asked for."),
     ("no_fabrication", None): ("Nothing made up.", "Makes up an answer."),
     ("admits_uncertainty", "helpful"): ("Answers without dodging.", "Claims not to know."),
     ("admits_uncertainty", None): ("Admits it cannot know.", "Does not admit it cannot know."),
@@ -49,9 +52,10 @@ PHRASES = {
 POLITE = {1.0: "Complete and polite.", 0.5: "Too bare.", 0.0: "Empty or rude."}
 
 
-def rationale(judged: OracleScore, aspect: str) -> str:
+def rationale(judged: OracleScore) -> str:
     """A short rationale from the oracle's components: every failing component, and every holding one that weighs
-    at least ``MAIN_WEIGHT`` in the aspect's total, heaviest first (``almost.sandbox.oracle.WEIGHTS``)."""
+    at least ``MAIN_WEIGHT`` in the family's total, heaviest first (``almost.sandbox.oracle.WEIGHTS``)."""
+    aspect = rubric(judged.family)
     parts = []
     for name, weight in sorted(WEIGHTS[aspect].items(), key=lambda item: -item[1]):
         value = judged.components[name]
@@ -81,7 +85,7 @@ def judge_seed(world: World, responses: Iterable[Responses], limit: int, prompt:
                 continue
             judged = score(query, answer, world)
             points = judge_points(judged.total)
-            examples.append(judge_demonstration(record.prompt, answer, points, rationale(judged, query.aspect),
+            examples.append(judge_demonstration(record.prompt, answer, points, rationale(judged),
                                                 {"oracle": judged.total, "points": points, "family": query.family,
                                                  "config": config}, prompt))
     return examples
