@@ -12,10 +12,10 @@ from almost.sandbox import pipeline
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["--model.init_args.sampling.max_new_tokens=8"]
 TINY = {
-    "world": ["--n-documents=300", "--n-heldout-documents=30", "--n-heldout-queries=16", "--n-seed-queries=10",
+    "world": ["--n-documents=300", "--n-heldout-documents=30", "--n-heldout-queries=64", "--n-seed-queries=10",
               "--vocab-size=400"],
     "pretrain_*": ["--trainer.max_steps=6", "--trainer.limit_val_batches=1"],
-    "baselines": ["--batch-size=16", "--max-new-tokens=8"],
+    "baselines": ["--batch-size=16", "--max-new-tokens=8", "--queries=16"],
     "mine": [*SHORT, "--model.init_args.target=24", "--model.init_args.candidates_per_round=16",
              "--model.init_args.min_words=1", "--data.init_args.rounds=3"],
     "responses": SHORT,
@@ -24,6 +24,8 @@ TINY = {
     "rmsp": [*SHORT, "--data.init_args.limit=8"],
     "selfplay": [*SHORT, "--data.init_args.limit=8"],
     "sft_*": ["--trainer.max_epochs=1", "--data.init_args.val_fraction=0.25"],
+    # a barely trained L mines no question of the world: PPO's prompts are drawn from the mining seeds instead
+    "ppo_prompts": ["--queries=runs/sandbox/world/seed_queries.jsonl", "--n=64"],
     "ppo": ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--data.init_args.batch_size=4",
             "--model.init_args.max_new_tokens=8", "--model.init_args.minibatch_size=2"],
     "hhh_*": ["--trainer.limit_test_batches=1"],

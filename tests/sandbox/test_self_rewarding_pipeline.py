@@ -56,6 +56,7 @@ def fake_demo_outputs(runs: Path) -> None:
         return {"A": f"The answer is {right}.", "B": "I do not know.", "C": "ok"}
 
     write_jsonl(runs / "data" / "queries.jsonl", [Prompt(q.text) for q in queries])
+    write_jsonl(runs / "data" / "ppo_prompts.jsonl", [Prompt(q.text) for q in queries])
     write_jsonl(runs / "data" / "responses.jsonl", [Responses(q.text, answers(q)) for q in queries[:4]])
     write_jsonl(runs / "baselines" / "responses.jsonl", [Responses(q.text, answers(q)) for q in heldout])
     write_jsonl(runs / "data" / "rmsp.jsonl", [Demonstration.from_pair(q.text, answers(q)["A"]) for q in queries[:8]])

@@ -50,7 +50,7 @@ def stages() -> list[Stage]:
         job("self_rewarding/judge_2", (m[2], seed_files[2]), SR_DATA / "pairs_2.jsonl", "self_rewarding/judge_1"),
         fit("self_rewarding/m3", (m[2], SR_DATA / "pairs_2.jsonl"), (m[3],), "dpo", "self_rewarding/m2"),
         fit("dpo", (_hf("sft_rmsp"), DATA / "comparisons.jsonl"), (_hf("dpo"),)),
-        job("raft", (_hf("sft_rmsp"), _hf("rm"), queries), DATA / "raft.jsonl"),
+        job("raft", (_hf("sft_rmsp"), _hf("rm"), DATA / "ppo_prompts.jsonl"), DATA / "raft.jsonl"),
         fit("sft_raft", (_hf("sft_rmsp"), DATA / "raft.jsonl"), (_hf("sft_raft"),), "sft_rmsp"),
         Stage("self_rewarding/report", (sys.executable, "-m", "almost.sandbox.self_rewarding_report", "--runs", str(RUNS)),
               (*m.values(), _hf("dpo"), _hf("sft_raft"), _hf("sft_rmsp"), _hf("ppo"), SR_DATA / "pairs_2.jsonl",
