@@ -8,6 +8,9 @@ On the world's held-out queries (no stage trains on them), judged by the oracle:
   for N = 1, 2, 4, ..., ``SAMPLES``: the expected oracle score and RM score of the answer the RM picks among N, and
   the oracle score of the answer the oracle picks, each against KL = log N - (N - 1) / N
   (``almost.evaluation.overoptimization``), with standard errors over queries;
+- ``rm_ceiling``: the reward model against two trained on oracle labels (``gold/rm_oracle``: the same pairs;
+  ``gold/rm_policy``: pairs of SFT-RMSP's own samples): agreement with the oracle on the main report's held-out
+  pairs, validation accuracy, and the oracle score of each one's choice among N SFT samples;
 - ``policies``: SFT on RMSP and PPO, each with the reward model and with the gold reward (the oracle selecting
   RMSP's demonstrations; the oracle as PPO's reward), and gold PPO from the vanilla M model beside its start:
   oracle score (``SEEDS`` sampling seeds, per-query means, SE over queries), RM score, and KL to the start
@@ -30,9 +33,10 @@ from pathlib import Path
 from almost.chat import encode_prompt
 from almost.evaluation.overoptimization import best_of_n_curve
 from almost.generation import generate
-from almost.records import Prompt, Turn, load_jsonl
+from almost.records import Prompt, Responses, Turn, load_jsonl
 from almost.sandbox.build import load_world
-from almost.sandbox.report import POLICY_SAMPLING, demonstrations_oracle, last_scalars, oracle_scores
+from almost.sandbox.report import (POLICY_SAMPLING, demonstrations_oracle, last_scalars, oracle_scores,
+                                   rm_oracle_agreement)
 from almost.sandbox.self_rewarding_report import kl_estimate, load_lm, mean_and_standard_error
 from almost.scorers import RewardModelScorer, resolve_template
 
@@ -43,6 +47,12 @@ POLICIES = {"sft_rmsp": ("sft_rmsp", "sft_rmsp"), "sft_rmsp_gold": ("gold/sft_rm
             "ppo": ("ppo", "sft_rmsp"), "ppo_gold": ("gold/ppo", "sft_rmsp"),
             "vanilla_m": ("pretrain_m", "pretrain_m"), "ppo_gold_vanilla": ("gold/ppo_vanilla", "pretrain_m")}
 CURVE = ("val/kl", "val/score", "val/oracle_score")  # PPO's validations, in order
+# name -> (stage directory under runs/, its training pairs): the method's RM and its two gold ceilings
+REWARD_MODELS = {"rm": ("rm", "data/comparisons.jsonl"),
+                 "rm_oracle": ("gold/rm_oracle", "gold/data/comparisons_oracle.jsonl"),
+                 "rm_policy": ("gold/rm_policy", "gold/data/policy_pairs.jsonl")}
+RM_NAMES = {"rm": "synthetic comparisons (the method's RM)", "rm_oracle": "the same pairs, ordered by the oracle",
+            "rm_policy": "SFT-RMSP's own samples, ordered by the oracle"}
 NAMES = {"sft_rmsp": "SFT on RMSP (RM selects)", "sft_rmsp_gold": "SFT on RMSP (oracle selects)",
          "ppo": "PPO from SFT (RM reward)", "ppo_gold": "PPO from SFT (oracle reward)",
          "vanilla_m": "vanilla M, zero-shot", "ppo_gold_vanilla": "PPO from vanilla M (oracle reward)"}
@@ -57,17 +67,49 @@ def sample_answers(directory: Path, queries: list[str], seeds):
     return model, tokenizer, prompts, answers
 
 
-def best_of_n_section(runs: Path, world, queries: list[str], rm: RewardModelScorer, samples: int) -> dict:
+def sft_samples(runs: Path, world, queries: list[str], samples: int) -> tuple[list[list[str]], list[list[float]]]:
+    """``samples`` zero-shot answers of SFT-RMSP per query and their oracle scores, each ``(queries, samples)``."""
     *_, answers = sample_answers(runs / "sft_rmsp" / "hf", queries, range(samples))
-    texts = [[answers[s][i].text for s in range(samples)] for i in range(len(queries))]  # (queries, samples)
-    flat_rm = rm.score([q for q in queries for _ in range(samples)], [a for row in texts for a in row])
-    rm_scores = [flat_rm[i * samples:(i + 1) * samples] for i in range(len(queries))]
-    gold = [oracle_scores(world, [q] * samples, row) for q, row in zip(queries, texts)]
-    ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= samples]
+    texts = [[answers[s][i].text for s in range(samples)] for i in range(len(queries))]
+    return texts, [oracle_scores(world, [q] * samples, row) for q, row in zip(queries, texts)]
+
+
+def rm_scores(rm: RewardModelScorer, queries: list[str], texts: list[list[str]]) -> list[list[float]]:
+    """The reward model's score of every answer of ``texts`` ``(queries, samples)``, in the same shape."""
+    samples = len(texts[0])
+    flat = rm.score([q for q in queries for _ in range(samples)], [a for row in texts for a in row])
+    return [flat[i * samples:(i + 1) * samples] for i in range(len(queries))]
+
+
+def sample_counts(samples: int) -> list[int]:
+    return [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= samples]
+
+
+def best_of_n_section(queries: list[str], texts: list[list[str]], gold: list[list[float]],
+                      rm: RewardModelScorer) -> dict:
+    rewards, samples = rm_scores(rm, queries, texts), len(texts[0])
+    ns = sample_counts(samples)
     return {"samples": samples, "queries": len(queries),
-            "rm_selects": {"oracle": best_of_n_curve(rm_scores, gold, ns),
-                           "rm": best_of_n_curve(rm_scores, rm_scores, ns)},
-            "oracle_selects": {"oracle": best_of_n_curve(gold, gold, ns), "rm": best_of_n_curve(gold, rm_scores, ns)}}
+            "rm_selects": {"oracle": best_of_n_curve(rewards, gold, ns),
+                           "rm": best_of_n_curve(rewards, rewards, ns)},
+            "oracle_selects": {"oracle": best_of_n_curve(gold, gold, ns), "rm": best_of_n_curve(gold, rewards, ns)}}
+
+
+def rm_ceiling_section(runs: Path, world, queries: list[str], texts: list[list[str]], gold: list[list[float]]) -> dict:
+    """Each reward model of ``REWARD_MODELS``: its training pairs, validation accuracy, agreement with the oracle on
+    the held-out pairs of the main report (the baselines' answers), and the oracle score of its choice among N of
+    SFT-RMSP's samples (best-of-N, as in ``best_of_n``)."""
+    heldout = load_jsonl(runs / "baselines" / "responses.jsonl", Responses)
+    results = {}
+    for name, (stage, pairs) in REWARD_MODELS.items():
+        directory = runs / stage / "hf"
+        rewards = rm_scores(RewardModelScorer(str(directory)), queries, texts)
+        with open(runs / pairs, encoding="utf-8") as f:
+            n_pairs = sum(1 for line in f if line.strip())
+        results[name] = {**rm_oracle_agreement(world, directory, heldout), "training_pairs": n_pairs,
+                         "val_accuracy": last_scalars(runs / stage, ["val/accuracy"])["val/accuracy"][-1],
+                         "best_of_n_oracle": best_of_n_curve(rewards, gold, sample_counts(len(texts[0])))}
+    return results
 
 
 def policy_section(runs: Path, world, queries: list[str], rm: RewardModelScorer) -> dict:
@@ -103,9 +145,11 @@ def build_report(runs: Path, query_limit: int | None = None, samples: int = SAMP
     rm = RewardModelScorer(str(runs / "rm" / "hf"))
     wall_file = runs / "gold" / "wall_seconds.json"
     wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
+    texts, gold = sft_samples(runs, world, queries, samples)
     return {
         "n_heldout_queries": len(queries), "seeds": list(SEEDS),
-        "best_of_n": best_of_n_section(runs, world, queries, rm, samples),
+        "best_of_n": best_of_n_section(queries, texts, gold, rm),
+        "rm_ceiling": rm_ceiling_section(runs, world, queries, texts, gold),
         "policies": policy_section(runs, world, queries, rm),
         "demonstrations": {name: demonstrations_oracle(world, path)["oracle"] for name, path in (
             ("rm_selects", runs / "data" / "rmsp.jsonl"), ("oracle_selects", runs / "gold" / "data" / "rmsp.jsonl"),
@@ -150,6 +194,11 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _choice(curve: list[dict], n: int) -> str:
+    row = next((row for row in curve if row["n"] == n), None)
+    return "n/a" if row is None else f"{row['mean']:.3f} +- {_f(row['se'])}"
+
+
 def markdown(r: dict) -> str:
     bon, pol, demo, ppo = r["best_of_n"], r["policies"], r["demonstrations"], r["ppo_training"]
     rows = zip(bon["rm_selects"]["oracle"], bon["rm_selects"]["rm"], bon["oracle_selects"]["oracle"])
@@ -161,6 +210,13 @@ def markdown(r: dict) -> str:
         "| N | KL | RM selects: oracle | RM selects: RM score | oracle selects: oracle |", "|---|---|---|---|---|",
         *[f"| {a['n']} | {a['kl']:.3f} | {a['mean']:.3f} +- {_f(a['se'])} | {b['mean']:.3f} +- {_f(b['se'])} | "
           f"{c['mean']:.3f} +- {_f(c['se'])} |" for a, b, c in rows], "",
+        "## The reward model's ceiling: trained on oracle labels", "",
+        "| reward model trained on | pairs | val accuracy | agreement with the oracle (held-out) | longer wins | "
+        "its choice of 4 SFT samples (oracle) | of 16 |", "|---|---|---|---|---|---|---|",
+        *[f"| {RM_NAMES[k]} | {v['training_pairs']} | {_f(v['val_accuracy'])} | {_f(v['oracle_pair_accuracy'])} "
+          f"({v['oracle_pairs']} pairs) | {_f(v['length_baseline_accuracy'])} | "
+          f"{_choice(v['best_of_n_oracle'], 4)} | {_choice(v['best_of_n_oracle'], 16)} |"
+          for k, v in r["rm_ceiling"].items()], "",
         "## Policies: the reward model against the gold reward", "",
         "| policy | oracle | RM score | KL to its start | answer chars |", "|---|---|---|---|---|",
         *[f"| {NAMES[k]} | {v['oracle']:.3f} +- {_f(v['oracle_se'])} | {v['rm']:.3f} | {v['kl_to_start']:.3f} "
