@@ -39,3 +39,10 @@ def test_best_of_n_takes_the_oracle_score_of_the_rm_choice():
     assert result["queries"] == 3
     with pytest.raises(ValueError, match="as many rewards"):
         best_of_n_oracle([[0.1, 0.2]], [[1.0]])
+
+
+def test_by_family_averages_each_familys_queries():
+    from almost.sandbox.baselines import by_family
+
+    assert by_family(["word", "format", "word", "kb_fact"], [0.5, 1.0, 0.25, 0.0]) == {
+        "format": 1.0, "kb_fact": 0.0, "word": 0.375}

@@ -41,19 +41,24 @@ SINGLE_FACTOR = {
 VANILLA_SAMPLING = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, stop_strings=("\nUser:",))
 
 
+def by_family(families: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    """The mean score of each family's queries (``families`` and ``scores`` in query order)."""
+    grouped: dict[str, list[float]] = {}
+    for family, value in zip(families, scores):
+        grouped.setdefault(family, []).append(value)
+    return {f: statistics.fmean(v) for f, v in sorted(grouped.items())}
+
+
 def evaluate_config(config: PromptedConfig, model, tokenizer, world: World, queries: Sequence[str],
                     sampling: SamplingConfig, batch_size: int, seed: int) -> dict:
     """Mean oracle score and components of one configuration, with a few sample responses."""
     prompts = [text_prompt_ids(tokenizer, render_prompt(config.style, config.shots, q, world)) for q in queries]
     generations = generate(model, tokenizer, prompts, sampling, batch_size=batch_size, seed=seed)
     scores = [score(q, g.text, world) for q, g in zip(queries, generations)]
-    by_family: dict[str, list[float]] = {}
-    for s in scores:
-        by_family.setdefault(s.family, []).append(s.total)
     return {
         "oracle": statistics.mean(s.total for s in scores),
         "components": {c: statistics.mean(s.components[c] for s in scores) for c in COMPONENTS},
-        "by_family": {f: statistics.mean(v) for f, v in sorted(by_family.items())},
+        "by_family": by_family([s.family for s in scores], [s.total for s in scores]),
         "mean_response_chars": statistics.mean(len(g.text) for g in generations),
         "samples": [{"query": q, "response": g.text} for q, g in list(zip(queries, generations))[:5]],
         "responses": [g.text for g in generations],

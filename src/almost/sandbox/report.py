@@ -40,7 +40,7 @@ from almost.chat import encode_prompt
 from almost.evaluation import longer_wins_accuracy, preference_accuracy, win_tie_loss
 from almost.generation import SamplingConfig, generate
 from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, load_jsonl
-from almost.sandbox.baselines import VANILLA_SAMPLING
+from almost.sandbox.baselines import VANILLA_SAMPLING, by_family
 from almost.sandbox.build import load_world
 from almost.sandbox.oracle import score
 from almost.sandbox.world import Query, World
@@ -170,7 +170,8 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     comparisons = json.loads((runs / "data" / "comparisons.stats.json").read_text())
     report: dict = {
         "n_heldout_queries": len(queries), "n_distinct_heldout_queries": len(set(queries)),
-        "baselines": {**{k: {"config": v["config"], "oracle": v["oracle"]} for k, v in baselines["baselines"].items()},
+        "baselines": {**{k: {"config": v["config"], "oracle": v["oracle"], "by_family": v["by_family"]}
+                         for k, v in baselines["baselines"].items()},
                       "spearman": baselines["spearman"]},
         "comparisons": {k: comparisons[k] for k in ("formed", "removed_heuristic", "removed_rm", "kept")},
     }
@@ -184,13 +185,14 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     report["rmsp"] = demonstrations_oracle(world, runs / "data" / "rmsp.jsonl")
     report["selfplay"] = demonstrations_oracle(world, runs / "data" / "selfplay.jsonl")
     # policies, zero-shot
+    families = [world.parse(q).family for q in queries]  # type: ignore[union-attr]  # the world wrote them
     per_query, answers, samples = {}, {}, {}
     for name in ("sft_rmsp", "sft_selfplay", "ppo"):
         seeds = range(BEST_OF_N if name == "sft_rmsp" else 1)  # more samples of SFT for best_of_n below
         samples[name] = policy_answers(runs / name / "hf", queries, sampling, seeds=seeds)
         answers[name] = samples[name][0]
         per_query[name] = oracle_scores(world, queries, answers[name])
-        report[name] = {"oracle": statistics.fmean(per_query[name]),
+        report[name] = {"oracle": statistics.fmean(per_query[name]), "by_family": by_family(families, per_query[name]),
                         "mean_answer_chars": statistics.fmean(len(a) for a in answers[name]),
                         "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers[name]))[:5]]}
     # the RM on the policies' answers: SFT -> PPO on the same queries, and best of BEST_OF_N SFT samples
@@ -258,6 +260,11 @@ def markdown(r: dict) -> str:
              f"| SFT on self-play (zero-shot) | {r['sft_selfplay']['oracle']:.3f} |",
              f"| PPO from SFT-RMSP (zero-shot) | {r['ppo']['oracle']:.3f} |",
              f"| best prompted baseline A | {b['A']['oracle']:.3f} |", "",
+             "By question family (oracle):", "", "| family | baseline A | SFT on self-play | SFT on RMSP | PPO |",
+             "|---|---|---|---|---|",
+             *[f"| {f} | {_fmt(b['A']['by_family'].get(f))} | {_fmt(r['sft_selfplay']['by_family'].get(f))} | "
+               f"{_fmt(r['sft_rmsp']['by_family'].get(f))} | {_fmt(r['ppo']['by_family'].get(f))} |"
+               for f in r["sft_rmsp"]["by_family"]], "",
              f"SFT on RMSP, {BEST_OF_N} samples per held-out query (oracle): the RM's choice "
              "{rm_choice:.3f}, their mean {sample_mean:.3f}, the oracle's best {oracle_best:.3f}.".format(
                  **r["sft_rmsp"]["best_of_n"]), "",

@@ -44,6 +44,7 @@ FINDINGS_MAIN = {
     "rmsp_>_selfplay": ("rmsp.oracle", "selfplay.oracle", 0.0),
     "sft_rmsp_>_sft_selfplay": ("sft_rmsp.oracle", "sft_selfplay.oracle", 0.0),
     "ppo_>_sft": ("ppo.oracle", "sft_rmsp.oracle", 0.0),
+    "ppo_>_sft_on_format_questions": ("ppo.by_family.format", "sft_rmsp.by_family.format", 0.0),
     "baselines_keep_the_rule_of_thumb_(spearman_>=_0.9)": ("baselines.spearman", 0.9, 0.0),
 }
 FINDINGS_GOLD = {
@@ -56,6 +57,10 @@ FINDINGS_GOLD = {
     "sft_on_gold_rmsp_>_sft_rmsp": ("policies.sft_rmsp_gold.oracle", "policies.sft_rmsp.oracle", 0.0),
     "rm_best_of_4_>_best_of_1": ("best_of_n.rm_selects.oracle.2.mean", "best_of_n.rm_selects.oracle.0.mean", 0.0),
     "rm_best_of_16_>_best_of_1": ("best_of_n.rm_selects.oracle.4.mean", "best_of_n.rm_selects.oracle.0.mean", 0.0),
+    "rm_on_oracle_labels_agrees_more_than_rm": ("rm_ceiling.rm_oracle.oracle_pair_accuracy",
+                                                "rm_ceiling.rm.oracle_pair_accuracy", 0.0),
+    "rm_on_policy_pairs_best_of_4_>_best_of_1": ("rm_ceiling.rm_policy.best_of_n_oracle.2.mean",
+                                                 "rm_ceiling.rm_policy.best_of_n_oracle.0.mean", 0.0),
 }
 FINDINGS_SELF_REWARDING = {
     **{f"{name}_>_sft_rmsp": (f"policies.{name}.oracle", "policies.sft_rmsp.oracle", 0.0)
@@ -104,7 +109,7 @@ def seed_arguments(stage: Stage, seed: int) -> list[str]:
         if subcommand == "predict":
             return [f"--seed_everything={seed}", f"--model.init_args.seed={seed}"]
         return []
-    if "almost.sandbox.baselines" in command:
+    if "almost.sandbox.baselines" in command or "almost.sandbox.prompt_mix" in command:
         return [f"--seed={seed}"]
     return []
 
