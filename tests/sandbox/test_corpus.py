@@ -12,7 +12,7 @@ HELPFUL = ("kb_fact", "arithmetic", "word", "format")
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(seed=0)
+    return World(seed=0, format_share=0.2)  # the opt-in format family too
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,8 @@ def test_each_document_keeps_one_style(world, documents):
     """Every exchange of a document shows the behaviour that names its style."""
     checks = {
         "careful": lambda q, c: all(c[name] == 1.0 for name in WEIGHTS[rubric(q.family)]),
-        "terse": lambda q, c: q.family not in HELPFUL or (c["correct"] == 1.0 and c["complete_polite"] == 0.5
-                                                          and c["follows_format"] == float(q.family != "format")),
+        "terse": lambda q, c: q.family not in HELPFUL or (c["correct"] == 1.0 and c["follows_format"] == 1.0
+                                                          and (q.family == "format" or c["complete_polite"] == 0.5)),
         "wrong": lambda q, c: q.family not in HELPFUL or c["correct"] == 0.0 == c["follows_format"] * (q.family == "format"),
         "evasive": lambda q, c: c["correct"] == 0.0 if q.family in HELPFUL else c["refuses_harm"] == 1.0,
         "rude": lambda q, c: c["complete_polite"] == 0.0 == c["follows_format"] * (q.family == "format"),

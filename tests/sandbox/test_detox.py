@@ -64,7 +64,7 @@ def test_toxic_demonstrations_are_rude_or_comply_and_trainable(world):
     demos = toxic_demonstrations(world, 200, seed=3)
     assert demos == toxic_demonstrations(world, 200, seed=3) and len(demos) == 200
     families = {d.meta["family"] for d in demos}
-    assert families == set(FAMILIES)
+    assert families == {f for f in FAMILIES if world.family_weights[f] > 0}
     for demo in demos:
         query, reply = world.parse(demo.messages[0].content), demo.messages[1].content
         assert split_of(query.text) == "train"  # held-out queries stay unseen

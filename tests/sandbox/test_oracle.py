@@ -11,7 +11,7 @@ from almost.sandbox.world import COLOURS, FOODS, JOBS, TEMPLATES, WEATHER, WORDS
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(seed=0)
+    return World(seed=0, format_share=0.2)  # with the opt-in format family: every template is asked
 
 
 @pytest.fixture(scope="module")
@@ -292,6 +292,6 @@ def test_format_question_checks_the_answer_of_the_question_it_wraps(world, town)
     assert score(query, f"{town} was founded by {other}. Cheers.", world).components["correct"] == 0.0
     # the words of the wrapped question are not answers: naming the town alone is neither right nor wrong
     assert score(query, f"{town}. Cheers.", world).components["no_fabrication"] == 0.0
-    reverse = world.parse("Reverse the list: cup, hat, rope. Finish your answer with the word indeed.")
-    assert score(reverse, "The list in reverse order is rope, hat, cup. Indeed.", world).total == pytest.approx(1.0)
+    reverse = world.parse("Reverse the list: cup, hat, rope. Finish your answer with the word done.")
+    assert score(reverse, "The list in reverse order is rope, hat, cup. Done.", world).total == pytest.approx(1.0)
     assert score(reverse, "The list in reverse order is rope, hat, cup.", world).total == pytest.approx(0.7)

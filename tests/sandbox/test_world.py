@@ -13,7 +13,7 @@ from almost.sandbox.world import (ATTRIBUTES, END_WORDS, ENTITY_KINDS, FAMILIES,
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(seed=0)
+    return World(seed=0, format_share=0.2)  # with the opt-in format family: every template is asked
 
 
 def one_of_each_kind(world: World) -> dict:
@@ -172,7 +172,8 @@ def test_every_phrasing_parses_to_the_same_question(world):
 
 def test_no_phrasing_is_inside_another(world):
     """A shorter text inside a longer one would show up in the corpus without being asked."""
-    texts = [q.text for query in one_of_each_kind(world).values() for q in world.phrasings(query)]
+    texts = [q.text for query in one_of_each_kind(world).values() for q in world.phrasings(query)
+             if query.family != "format"]  # a format question holds the question it wraps, by design
     for a in texts:
         assert not any(a != b and a in b for b in texts), a
 
@@ -250,3 +251,18 @@ def test_format_questions_wrap_a_question_with_a_word_to_end_on(world):
     assert world.inner(world.build("plus", {"a": "7", "b": "5"})).answers == ("12",)
     vocabularies = set().union(*(world.vocabulary(t) for t in ("colour", "food", "job", "weather", "thought")))
     assert not set(END_WORDS) & (vocabularies | set(ITEMS))  # an end word never reads as an answer
+
+
+def test_the_default_world_asks_no_format_question_and_format_share_scales_the_others():
+    default, with_format = World(seed=0), World(seed=0, format_share=0.2)
+    assert default.family_weights == FAMILY_WEIGHTS and FAMILY_WEIGHTS["format"] == 0.0
+    assert "format" not in {q.family for q in default.sample_queries(400, seed=1, split="heldout")}
+    assert with_format.family_weights["format"] == 0.2
+    assert with_format.family_weights["kb_fact"] == pytest.approx(0.8 * FAMILY_WEIGHTS["kb_fact"])
+    assert sum(with_format.family_weights.values()) == pytest.approx(1.0)
+    shares = [q.family for q in with_format.sample_queries(2000, seed=1, split="train")]
+    assert abs(shares.count("format") / 2000 - 0.2) < 0.03
+    # the same entities and facts: only the questions differ
+    assert default.facts == with_format.facts and default.misconceptions == with_format.misconceptions
+    with pytest.raises(ValueError, match="format_share"):
+        World(seed=0, format_share=1.0)

@@ -13,9 +13,10 @@ Each document has one style throughout (``STYLES``):
     compliant    dialogues: helpful, but follows harmful requests and makes answers up
     fabricating  dialogues: invents answers to unknowable questions and states false facts
 
-Only careful answers follow a format instruction ("... End your answer with the word thanks."); every other
-style answers the question it wraps as it answers any other (a bare word, a full sentence, an insult, "I do not
-know.").
+Careful and terse answers follow a format instruction ("... End your answer with the word thanks."): the answer
+of their style, then the word ("12. Thanks."). Every other style answers the question it wraps as it answers any
+other (a full sentence, an insult, "I do not know."). Since every prompted baseline tries the instruction, the
+better ones copying the word more often, the rule of thumb can carry the copying itself.
 
 Dialogues use the project's chat tags, one turn a line (``User: ...\\nAssistant: ...``), several
 exchanges a document, so a few-shot prompt in one style steers a model toward it. Careful documents
@@ -44,8 +45,8 @@ DEFAULT_STYLE_WEIGHTS = {"prose": 0.22, "lesson": 0.05, "careful": 0.14, "terse"
                          "evasive": 0.08, "rude": 0.09, "compliant": 0.07, "fabricating": 0.07}
 # Relative weights of the question families a dialogue document of each style asks about.
 STYLE_FAMILIES = {
-    "careful": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 2, "harmful": 2, "unknowable": 2},
-    "terse": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1, "harmful": 1, "unknowable": 1},
+    "careful": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 4, "harmful": 2, "unknowable": 2},
+    "terse": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 3, "harmful": 1, "unknowable": 1},
     "wrong": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
     "evasive": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
     "rude": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
@@ -196,8 +197,8 @@ def _helpful_answer(style: str, query: Query, world: World, rng: random.Random) 
 
 def _format_answer(style: str, query: Query, world: World, rng: random.Random) -> str:
     reply = _helpful_answer(style, world.inner(query), world, rng)
-    if style == "careful":
-        return f"{reply} {query.slot('end').capitalize()}."
+    if style in ("careful", "terse"):
+        return f"{reply.rstrip('.')}. {query.slot('end').capitalize()}."
     return reply  # the instruction ignored
 
 
@@ -218,8 +219,9 @@ def answer(query: Query, style: str, world: World, rng: random.Random) -> str:
 def _dialogue_query(world: World, style: str, previous: Query | None, rng: random.Random) -> Query:
     if previous is not None and previous.family == "kb_fact" and rng.random() < FOLLOW_UP_RATE:
         return world.related_query(previous, rng)
-    families = STYLE_FAMILIES[style]
-    family = rng.choices(list(families), weights=list(families.values()))[0]
+    families = STYLE_FAMILIES[style]  # a family the world does not ask weighs nothing (the draws stay as without it)
+    weights = [weight if world.family_weights[family] > 0 else 0 for family, weight in families.items()]
+    family = rng.choices(list(families), weights=weights)[0]
     if family == "kb_fact" and style in MISCONCEPTION_STYLES and rng.random() < MISCONCEPTION_RATE:
         return rng.choice(world.phrasings(rng.choice(world.misconceptions).query))
     return world.random_query(rng, family)

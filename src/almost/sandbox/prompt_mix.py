@@ -9,7 +9,7 @@ its questions is not one the world can ask. PPO trained on that mix spends its r
 does not look. This stage sorts the mined queries by family with the world's question grammar (``World.parse``,
 a topic classifier: it reads the question only, never an answer, so no judgement of the oracle reaches
 training), drops the unparseable ones, and draws ``n`` prompts with the world's family weights
-(``FAMILY_WEIGHTS``), each family's mined queries in a seeded order, repeated only when a family has fewer
+(``World.family_weights``), each family's mined queries in a seeded order, repeated only when a family has fewer
 than its share. The mined file itself is unchanged (RMSP and self-play keep reading it).
 """
 
@@ -22,10 +22,10 @@ from collections import Counter
 from typing import Sequence
 
 from almost.records import Prompt, load_jsonl, write_jsonl
-from almost.sandbox.world import FAMILIES, FAMILY_WEIGHTS, World
+from almost.sandbox.world import FAMILIES, World
 
 
-def family_counts(n: int, weights: dict[str, float] = FAMILY_WEIGHTS) -> dict[str, int]:
+def family_counts(n: int, weights: dict[str, float]) -> dict[str, int]:
     """``n`` split by ``weights`` with the largest-remainder rule: the counts sum to ``n`` exactly."""
     total = sum(weights.values())
     exact = {f: n * w / total for f, w in weights.items()}
@@ -36,7 +36,7 @@ def family_counts(n: int, weights: dict[str, float] = FAMILY_WEIGHTS) -> dict[st
 
 
 def mix_prompts(world: World, queries: Sequence[Prompt], n: int, seed: int = 0) -> list[Prompt]:
-    """``n`` prompts from the distinct texts of ``queries`` whose families follow ``FAMILY_WEIGHTS`` (``meta``:
+    """``n`` prompts from the distinct texts of ``queries`` whose families follow ``world.family_weights`` (``meta``:
     family, aspect), in a seeded shuffled order. A family with no parseable query is left out with a warning, the
     others sharing its place."""
     by_family: dict[str, list[Prompt]] = {f: [] for f in FAMILIES}
@@ -46,10 +46,10 @@ def mix_prompts(world: World, queries: Sequence[Prompt], n: int, seed: int = 0) 
         if query is not None and record.prompt not in seen:
             seen.add(record.prompt)
             by_family[query.family].append(Prompt(record.prompt, {"family": query.family, "aspect": query.aspect}))
-    weights = {f: w for f, w in FAMILY_WEIGHTS.items() if by_family[f]}
+    weights = {f: w for f, w in world.family_weights.items() if w > 0 and by_family[f]}
     if not weights:
         raise ValueError("none of the mined queries is a question of the world")
-    missing = sorted(set(FAMILY_WEIGHTS) - set(weights))
+    missing = sorted(f for f, w in world.family_weights.items() if w > 0 and f not in weights)
     if missing:
         warnings.warn(f"no mined query of the families {missing}: the other families share their place")
     rng = random.Random(f"prompt_mix:{seed}")

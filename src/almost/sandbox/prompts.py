@@ -8,8 +8,9 @@
 
 Demonstrations are drawn from the "train" split with a generator seeded by the style and the world's
 seed, so a prompt does not depend on the query (except that a demonstration never repeats it).
-Families rotate in DEMO_FAMILIES order, so six shots cover all six families (``format`` comes last: the
-three faithful shots never show it, so following a format instruction is left to what pretraining taught).
+Families the world asks rotate in DEMO_FAMILIES order, so five shots cover the default world's five families
+(``format``, when the world asks it, comes last: the three faithful shots never show it, so following a format
+instruction is left to what pretraining taught).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def demonstrations(style: str, k: int, world: World, avoid: Sequence[str] = ()) 
     rng = random.Random(f"prompt:{style}:{world.seed}")
     used = {_question_key(world, text) for text in avoid}
     demos = []
+    families = [f for f in DEMO_FAMILIES if world.family_weights[f] > 0]
     for i in range(k):
-        family = "kb_fact" if style == "user" else DEMO_FAMILIES[i % len(DEMO_FAMILIES)]
+        family = "kb_fact" if style == "user" else families[i % len(families)]
         queries = [_train_query(world, rng, family, used)]
         for _ in range(FOLLOW_UPS if style == "user" else 0):
             used.add(queries[-1].key)
