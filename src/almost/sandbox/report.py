@@ -42,6 +42,7 @@ from almost.generation import SamplingConfig, generate
 from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, load_jsonl
 from almost.sandbox.baselines import VANILLA_SAMPLING, by_family
 from almost.sandbox.build import load_world
+from almost.sandbox.headroom import headroom, markdown_rows as headroom_rows
 from almost.sandbox.oracle import score
 from almost.sandbox.world import Query, World
 from almost.scorers import RewardModelScorer, resolve_template
@@ -185,7 +186,8 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     report["rmsp"] = demonstrations_oracle(world, runs / "data" / "rmsp.jsonl")
     report["selfplay"] = demonstrations_oracle(world, runs / "data" / "selfplay.jsonl")
     # policies, zero-shot
-    families = [world.parse(q).family for q in queries]  # type: ignore[union-attr]  # the world wrote them
+    parsed = [world.parse(q) for q in queries]  # the world wrote them: none is None
+    families = [q.family for q in parsed]  # type: ignore[union-attr]
     per_query, answers, samples = {}, {}, {}
     for name in ("sft_rmsp", "sft_selfplay", "ppo"):
         seeds = range(BEST_OF_N if name == "sft_rmsp" else 1)  # more samples of SFT for best_of_n below
@@ -195,6 +197,9 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
         report[name] = {"oracle": statistics.fmean(per_query[name]), "by_family": by_family(families, per_query[name]),
                         "mean_answer_chars": statistics.fmean(len(a) for a in answers[name]),
                         "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers[name]))[:5]]}
+    # what the answers leave to a behaviour, to calibration and to knowledge (almost.sandbox.headroom)
+    for name in ("sft_rmsp", "ppo"):
+        report[name]["headroom"] = headroom(world, parsed, answers[name])  # type: ignore[arg-type]
     # the RM on the policies' answers: SFT -> PPO on the same queries, and best of BEST_OF_N SFT samples
     rm = RewardModelScorer(str(runs / "rm" / "hf"))
     sft_rewards = [rm.score(queries, sample) for sample in samples["sft_rmsp"]]
@@ -274,6 +279,12 @@ def markdown(r: dict) -> str:
              f"{r['ppo']['rollout_score_last3']:.3f} (last 3). "
              "PPO vs SFT (oracle): win {win:.3f}, tie {tie:.3f}, loss {loss:.3f} over {n} queries.".format(
                  **r["winrate"]["ppo_vs_sft"]), "",
+             "Headroom of SFT on RMSP: the oracle score its answers leave, by what would win it back "
+             "(`almost.sandbox.headroom`: a behaviour; saying \"I do not know\" exactly when wrong; knowledge):", "",
+             *headroom_rows(r["sft_rmsp"]["headroom"]), "",
+             "PPO's answers: score {score:.3f}, + behaviour {behaviour:.3f}, + calibration {calibration:.3f}, "
+             "+ knowledge {knowledge:.3f}.".format(score=r["ppo"]["headroom"]["score"], **r["ppo"]["headroom"]["gaps"]),
+             "",
              f"HHH A/B accuracy: final policy {r['hhh']['policy']:.3f}, reward model {r['hhh']['rm']:.3f}.", "",
              "## Findings", "", "| finding | holds |", "|---|---|",
              *[f"| {k} | {'yes' if v else 'NO'} |" for k, v in r["findings"].items()], "",
