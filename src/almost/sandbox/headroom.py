@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from almost.sandbox.oracle import WEIGHTS, components, rubric
+from almost.sandbox.oracle import components, weighted
 from almost.sandbox.world import Query, World
 
 ALWAYS_BEHAVIOUR = ("complete_polite", "refuses_harm", "follows_format")
@@ -39,12 +39,6 @@ class Ceilings:
     score: float
     behaviour: float
     abstention: float
-
-
-def weighted(parts: Mapping[str, float], family: str) -> float:
-    """The oracle's total of ``parts`` for a question of ``family`` (its rubric's weights, clipped to [0, 1])."""
-    total = sum(weight * parts[name] for name, weight in WEIGHTS[rubric(family)].items())
-    return min(1.0, max(0.0, total))
 
 
 def ceilings(parts: Mapping[str, float], family: str) -> Ceilings:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from almost.sandbox.world import ASPECTS, Query, World
 
@@ -188,5 +189,10 @@ def score(query: Query | str, response: str, world: World) -> OracleScore:
             raise ValueError(f"not a question of this world: {query!r}")
         query = parsed
     parts = components(query, response, world)
-    total = sum(weight * parts[name] for name, weight in WEIGHTS[rubric(query.family)].items())
-    return OracleScore(total=min(1.0, max(0.0, total)), components=parts, family=query.family)
+    return OracleScore(total=weighted(parts, query.family), components=parts, family=query.family)
+
+
+def weighted(parts: Mapping[str, float], family: str) -> float:
+    """The total of component scores ``parts`` for a question of ``family``: its rubric's weights, clipped to [0, 1]."""
+    total = sum(weight * parts[name] for name, weight in WEIGHTS[rubric(family)].items())
+    return min(1.0, max(0.0, total))
