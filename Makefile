@@ -59,7 +59,7 @@ real-demo: $(INSTALLED)
 	@echo "Done. Report: runs/gemma/report.md"
 
 test: $(INSTALLED)
-	$(PY) -m pytest -m "not slow and not gpu"
+	$(PY) -m pytest -m "not slow and not gpu" --durations=15
 
 test-all: $(INSTALLED)
 	$(PY) -m pytest
