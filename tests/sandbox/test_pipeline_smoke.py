@@ -41,6 +41,7 @@ REPORT_KEYS = {
 }
 
 
+@pytest.mark.slow  # 4-5 minutes on 2 cores, 18 processes: not in make test, but .ci/run runs it after make test
 def test_tiny_pipeline_runs_every_stage_and_reports(tmp_path, monkeypatch):
     for name in ("train.py", "configs"):  # the stages run `train.py --config configs/...` from the working dir
         (tmp_path / name).symlink_to(ROOT / name)
