@@ -258,6 +258,7 @@ def test_the_default_world_asks_no_format_question_and_format_share_scales_the_o
     assert default.family_weights == FAMILY_WEIGHTS and FAMILY_WEIGHTS["format"] == 0.0
     assert "format" not in {q.family for q in default.sample_queries(400, seed=1, split="heldout")}
     assert with_format.family_weights["format"] == 0.2
+    assert not default.asks("format") and with_format.asks("format") and default.asks("kb_fact")
     assert with_format.family_weights["kb_fact"] == pytest.approx(0.8 * FAMILY_WEIGHTS["kb_fact"])
     assert sum(with_format.family_weights.values()) == pytest.approx(1.0)
     shares = [q.family for q in with_format.sample_queries(2000, seed=1, split="train")]

@@ -62,7 +62,7 @@ def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_do
 def seed_queries(world: World, n: int, seed: int) -> list:
     """``n`` distinct train-split questions (not two wordings of one), the families taking turns."""
     found: dict[tuple, object] = {}
-    families = [f for f in DEMO_FAMILIES if world.family_weights[f] > 0]
+    families = [f for f in DEMO_FAMILIES if world.asks(f)]
     round_ = 0
     while len(found) < n:
         family = families[len(found) % len(families)]

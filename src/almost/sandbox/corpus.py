@@ -220,7 +220,7 @@ def _dialogue_query(world: World, style: str, previous: Query | None, rng: rando
     if previous is not None and previous.family == "kb_fact" and rng.random() < FOLLOW_UP_RATE:
         return world.related_query(previous, rng)
     families = STYLE_FAMILIES[style]  # a family the world does not ask weighs nothing (the draws stay as without it)
-    weights = [weight if world.family_weights[family] > 0 else 0 for family, weight in families.items()]
+    weights = [weight if world.asks(family) else 0 for family, weight in families.items()]
     family = rng.choices(list(families), weights=weights)[0]
     if family == "kb_fact" and style in MISCONCEPTION_STYLES and rng.random() < MISCONCEPTION_RATE:
         return rng.choice(world.phrasings(rng.choice(world.misconceptions).query))

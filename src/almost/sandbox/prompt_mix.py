@@ -46,10 +46,10 @@ def mix_prompts(world: World, queries: Sequence[Prompt], n: int, seed: int = 0) 
         if query is not None and record.prompt not in seen:
             seen.add(record.prompt)
             by_family[query.family].append(Prompt(record.prompt, {"family": query.family, "aspect": query.aspect}))
-    weights = {f: w for f, w in world.family_weights.items() if w > 0 and by_family[f]}
+    weights = {f: w for f, w in world.family_weights.items() if world.asks(f) and by_family[f]}
     if not weights:
         raise ValueError("none of the mined queries is a question of the world")
-    missing = sorted(f for f, w in world.family_weights.items() if w > 0 and f not in weights)
+    missing = sorted(f for f in FAMILIES if world.asks(f) and f not in weights)
     if missing:
         warnings.warn(f"no mined query of the families {missing}: the other families share their place")
     rng = random.Random(f"prompt_mix:{seed}")

@@ -66,7 +66,7 @@ def demonstrations(style: str, k: int, world: World, avoid: Sequence[str] = ()) 
     rng = random.Random(f"prompt:{style}:{world.seed}")
     used = {_question_key(world, text) for text in avoid}
     demos = []
-    families = [f for f in DEMO_FAMILIES if world.family_weights[f] > 0]
+    families = [f for f in DEMO_FAMILIES if world.asks(f)]
     for i in range(k):
         family = "kb_fact" if style == "user" else families[i % len(families)]
         queries = [_train_query(world, rng, family, used)]

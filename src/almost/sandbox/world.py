@@ -414,6 +414,10 @@ class World:
                      aspect=ASPECTS[template.family], kind=kind, answer_type=template.answer_type,
                      answers=answers, slots=tuple(sorted(slots.items())))
 
+    def asks(self, family: str) -> bool:
+        """Whether this world asks questions of ``family`` (its share is above 0)."""
+        return self.family_weights[family] > 0
+
     def random_query(self, rng: random.Random, family: str | None = None) -> Query:
         """One query from either split; the family is drawn by ``family_weights`` unless given, the
         template and its phrasing uniformly."""
