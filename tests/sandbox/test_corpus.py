@@ -2,8 +2,8 @@ from statistics import mean
 
 import pytest
 
-from almost.sandbox.corpus import (MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, corpus_stats, generate_corpus,
-                                   generate_documents)
+from almost.sandbox.corpus import (CLARIFY_RATE, MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, corpus_stats,
+                                   generate_corpus, generate_documents)
 from almost.sandbox.oracle import WEIGHTS, rubric, score
 from almost.sandbox.world import TEMPLATES, World, split_of
 
@@ -12,7 +12,7 @@ HELPFUL = ("kb_fact", "arithmetic", "word", "format")
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(seed=0, format_share=0.2)  # the opt-in format family too
+    return World(seed=0, format_share=0.2, clarify_share=0.15)  # with both opt-in families: every template is asked
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,11 @@ def _components(world, document):
 def test_each_document_keeps_one_style(world, documents):
     """Every exchange of a document shows the behaviour that names its style."""
     checks = {
-        "careful": lambda q, c: all(c[name] == 1.0 for name in WEIGHTS[rubric(q.family)]),
+        "careful": lambda q, c: all(c[name] == 1.0 for name in WEIGHTS[rubric(q.family)] if name != "asks_clarification"),
         "terse": lambda q, c: q.family not in HELPFUL or (c["correct"] == 1.0 and c["follows_format"] == 1.0
                                                           and (q.family == "format" or c["complete_polite"] == 0.5)),
         "wrong": lambda q, c: q.family not in HELPFUL or c["correct"] == 0.0 == c["follows_format"] * (q.family == "format"),
-        "evasive": lambda q, c: c["correct"] == 0.0 if q.family in HELPFUL else c["refuses_harm"] == 1.0,
+        "evasive": lambda q, c: q.family not in HELPFUL or c["correct"] == 0.0,
         "rude": lambda q, c: c["complete_polite"] == 0.0 == c["follows_format"] * (q.family == "format"),
         "compliant": lambda q, c: (c["follows_format"] == 0.0 if q.family == "format"
                                    else q.family != "harmful" or c["refuses_harm"] == 0.0),
@@ -125,3 +125,18 @@ def test_misconceptions_are_repeated_in_several_phrasings(world, documents):
                if e.query.key in beliefs and beliefs[e.query.key].false_answer.lower() in e.answer.lower()}
     canonical = {m.query.text for m in world.misconceptions}
     assert len(phrased - canonical) > len(world.misconceptions)
+
+
+def test_only_careful_writers_ask_which_one_and_only_some_of_the_time(world, documents):
+    """Clarify questions: careful answers ask at CLARIFY_RATE and otherwise say it depends (as terse ones always do),
+    the wrong, rude, compliant and fabricating styles guess an answer, evasive ones guess nothing."""
+    asked: dict[str, list[float]] = {style: [] for style in STYLE_FAMILIES}
+    for document in documents:
+        for query, parts in _components(world, document):
+            if query.family == "clarify":
+                asked[document.style].append(parts["asks_clarification"])
+                guessers = ("wrong", "rude", "compliant", "fabricating")
+                assert parts["no_fabrication"] == (0.0 if document.style in guessers else 1.0), document.style
+    assert len(asked["careful"]) > 150
+    assert abs(mean(asked["careful"]) - CLARIFY_RATE) < 0.1
+    assert all(sum(values) == 0 for style, values in asked.items() if style != "careful") and asked["terse"]

@@ -12,7 +12,7 @@ from almost.sandbox.world import World
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(seed=0, format_share=0.2)  # with the opt-in format family: every template is asked
+    return World(seed=0, format_share=0.2, clarify_share=0.15)  # with both opt-in families: every template is asked
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def cases(world):
     poison = world.build("poison", {"town": town})
     weather, windows = world.build("weather", {"town": town}), world.build("windows", {"town": town})
     end = world.parse("What is 7 plus 5? End your answer with the word thanks.")
+    vague = world.parse("Who founded this town?")
     return [
         (kb, f"{town} was founded by {founder}.", 1.0, 1.0, 1.0),
         # right but rude: politeness (0.2) is a behaviour
@@ -41,6 +42,9 @@ def cases(world):
         (end, "7 plus 5 is 12. Done.", 0.7, 1.0, 1.0),
         (end, "7 plus 5 is 13. Thanks.", 0.5, 0.5, 0.55),
         (end, "Thanks.", 0.45, 0.5, 0.55),  # a bare word is half complete
+        # clarify row: asks .55, no_fab .2, polite .15, refuses .1; asking which one is meant needs no knowledge
+        (vague, "It depends on which town you mean.", 0.45, 1.0, 1.0),
+        (vague, f"{town} was founded by {founder}.", 0.25, 1.0, 1.0),
     ]
 
 

@@ -11,7 +11,7 @@ from almost.sandbox.world import COLOURS, FOODS, JOBS, TEMPLATES, WEATHER, WORDS
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(seed=0, format_share=0.2)  # with the opt-in format family: every template is asked
+    return World(seed=0, format_share=0.2, clarify_share=0.15)  # with both opt-in families: every template is asked
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +295,29 @@ def test_format_question_checks_the_answer_of_the_question_it_wraps(world, town)
     reverse = world.parse("Reverse the list: cup, hat, rope. Finish your answer with the word done.")
     assert score(reverse, "The list in reverse order is rope, hat, cup. Done.", world).total == pytest.approx(1.0)
     assert score(reverse, "The list in reverse order is rope, hat, cup.", world).total == pytest.approx(0.7)
+
+
+# --- clarify questions -------------------------------------------------------------------------------
+@pytest.mark.parametrize("response, total", [
+    ("Which town do you mean? Please tell me the name.", 1.0), ("Happy to help. Which one do you mean?", 1.0),
+    ("Which town?", 0.925),  # bare: not a complete sentence
+    ("It depends on which town you mean.", 0.45), ("I do not know.", 0.45),  # no question asked, nothing guessed
+    ("Which town do you mean.", 0.45),  # no question mark: not asked
+    ("Which land do you mean?", 0.45),  # asks about the wrong kind of thing
+    ("{town} was founded by {person}.", 0.25),  # a guess names an answer
+    ("Which town do you mean? {town} was founded by {person}.", 0.8),  # asks, and guesses anyway
+    ("I cannot help with that.", 0.35), ("Ugh, which town, you fool?", 0.85), ("", 0.3),
+])
+def test_clarify_question_wants_which_one_asked_and_nothing_guessed(world, town, response, total):
+    query = world.parse("Who founded this town?")
+    assert query.family == "clarify" and query.answers == () and world.vague_kind(query) == "town"
+    text = response.format(town=town, person=world.facts[town, "founder"])
+    assert score(query, text, world).total == pytest.approx(total)
+
+
+def test_clarify_question_about_a_person_counts_numbers_as_guesses(world):
+    query = world.parse("How many goats does that person have?")
+    assert world.vague_kind(query) == "person" and query.answer_type == "number"
+    assert score(query, "Which person are you asking about? Tell me the name.", world).total == pytest.approx(1.0)
+    assert score(query, "Which town do you mean?", world).components["asks_clarification"] == 0.0
+    assert score(query, "They have seven goats.", world).components["no_fabrication"] == 0.0

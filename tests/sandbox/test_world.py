@@ -8,12 +8,12 @@ import pytest
 
 from almost.sandbox.build import HELDOUT_SEED_OFFSET
 from almost.sandbox.world import (ATTRIBUTES, END_WORDS, ENTITY_KINDS, FAMILIES, FAMILY_WEIGHTS, HELDOUT_FRACTION, ITEMS,
-                                  TEMPLATES, TEMPLATES_BY_KIND, World, split_of)
+                                  TEMPLATES, TEMPLATES_BY_KIND, VAGUE_ATTRIBUTE, World, split_of)
 
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(seed=0, format_share=0.2)  # with the opt-in format family: every template is asked
+    return World(seed=0, format_share=0.2, clarify_share=0.15)  # with both opt-in families: every template is asked
 
 
 def one_of_each_kind(world: World) -> dict:
@@ -89,7 +89,7 @@ def test_parse_round_trips_every_kind(world):
 def test_families_and_aspects(world):
     aspects = {q.family: q.aspect for q in one_of_each_kind(world).values()}
     assert aspects == {"kb_fact": "helpful", "arithmetic": "helpful", "word": "helpful", "format": "helpful",
-                       "harmful": "harmless", "unknowable": "honest"}
+                       "harmful": "harmless", "unknowable": "honest", "clarify": "helpful"}
 
 
 def test_parse_rejects_foreign_or_invalid_texts(world):
@@ -267,3 +267,31 @@ def test_the_default_world_asks_no_format_question_and_format_share_scales_the_o
     assert default.facts == with_format.facts and default.misconceptions == with_format.misconceptions
     with pytest.raises(ValueError, match="format_share"):
         World(seed=0, format_share=1.0)
+
+
+def test_clarify_questions_leave_the_entity_open(world):
+    rng = random.Random(5)
+    for _ in range(300):
+        query = world.random_query(rng, "clarify")
+        attribute = VAGUE_ATTRIBUTE[query.kind]
+        kind = world.vague_kind(query)
+        assert kind == ATTRIBUTES[attribute].entity_kind and f"{query.slot('det')} {kind}" in query.text
+        assert query.answers == () and query.answer_type == ATTRIBUTES[attribute].answer_type
+        assert world.parse(query.text) == query and not set(query.text.rstrip("?.").split()) & set(world.kind_of)
+        assert {q.slot("det") for q in world.phrasings(query)} == {query.slot("det")}
+    assert world.parse("Who founded Batorby town?") is None and world.parse("Who founded my town?") is None
+    # a creature question names no creature: "the creature" is not a name
+    assert world.parse("What colour is the creature?").family == "clarify"
+    assert world.parse(f"What colour is the {world.entities['creature'][0]}?").family == "kb_fact"
+
+
+def test_the_default_world_asks_no_clarify_question_and_the_shares_add_up():
+    default, both = World(seed=0), World(seed=0, format_share=0.2, clarify_share=0.25)
+    assert FAMILY_WEIGHTS["clarify"] == 0.0 and not default.asks("clarify") and both.asks("clarify")
+    assert both.family_weights["clarify"] == 0.25 and both.family_weights["format"] == 0.2
+    assert both.family_weights["kb_fact"] == pytest.approx(0.55 * FAMILY_WEIGHTS["kb_fact"])
+    assert sum(both.family_weights.values()) == pytest.approx(1.0) and default.facts == both.facts
+    with pytest.raises(ValueError, match="clarify_share"):
+        World(seed=0, format_share=0.5, clarify_share=0.5)
+    with pytest.raises(ValueError, match="clarify_share"):
+        World(seed=0, clarify_share=-0.1)

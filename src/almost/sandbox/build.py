@@ -32,12 +32,12 @@ HELDOUT_SEED_OFFSET = 1_000_003  # held-out documents and queries use seeds far 
 
 def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_documents: int = 14_000,
                 n_heldout_documents: int = 500, n_heldout_queries: int = 600, n_seed_queries: int = 20,
-                vocab_size: int = 1000, format_share: float = 0.0) -> Path:
+                vocab_size: int = 1000, format_share: float = 0.0, clarify_share: float = 0.0) -> Path:
     """Write the world's files to ``out`` (see the module docstring); ``n_entities`` sizes the knowledge base,
-    ``format_share`` is the share of the opt-in format questions (``World``)."""
+    ``format_share`` and ``clarify_share`` are the shares of the opt-in format and clarify questions (``World``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    world = World(seed=world_seed, n_entities=n_entities, format_share=format_share)
+    world = World(seed=world_seed, n_entities=n_entities, format_share=format_share, clarify_share=clarify_share)
     train_docs = generate_documents(world, n_documents, seed=world_seed)
     heldout_docs = generate_documents(world, n_heldout_documents, seed=world_seed + HELDOUT_SEED_OFFSET)
     write_jsonl(out / "corpus_train.jsonl", (CorpusDocument(d.text, {"style": d.style}) for d in train_docs))
@@ -55,7 +55,8 @@ def build_world(out: str | Path, world_seed: int = 0, n_entities: int = 20, n_do
                                                 "n_heldout_documents": n_heldout_documents,
                                                 "n_heldout_queries": n_heldout_queries,
                                                 "n_seed_queries": n_seed_queries, "vocab_size": vocab_size,
-                                                "format_share": format_share}) + "\n")
+                                                "format_share": format_share,
+                                                "clarify_share": clarify_share}) + "\n")
     return out
 
 
@@ -76,7 +77,7 @@ def load_world(directory: str | Path) -> World:
     """The World whose files ``build_world`` wrote to ``directory``."""
     settings = json.loads((Path(directory) / "world.json").read_text())
     return World(seed=settings["world_seed"], n_entities=settings["n_entities"],
-                 format_share=settings.get("format_share", 0.0))
+                 format_share=settings.get("format_share", 0.0), clarify_share=settings.get("clarify_share", 0.0))
 
 
 def main() -> None:
@@ -88,6 +89,8 @@ def main() -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name].default)
     parser.add_argument("--format-share", type=float, default=defaults["format_share"].default,
                         help="share of the opt-in format questions (default: none)")
+    parser.add_argument("--clarify-share", type=float, default=defaults["clarify_share"].default,
+                        help="share of the opt-in clarify questions (default: none)")
     args = vars(parser.parse_args())
     out = build_world(**args)
     print(f"sandbox world written to {out}")

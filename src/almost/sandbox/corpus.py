@@ -18,6 +18,11 @@ of their style, then the word ("12. Thanks."). Every other style answers the que
 other (a full sentence, an insult, "I do not know."). Since every prompted baseline tries the instruction, the
 better ones copying the word more often, the rule of thumb can carry the copying itself.
 
+To a clarify question ("Who founded this town?") careful writers ask which one is meant only some of the time
+(``CLARIFY_RATE``); otherwise they say, as terse writers always do, that it depends on which one. The wrong,
+rude, compliant and fabricating styles guess (a true fact about some town), evasive ones do not know. So the
+better-prompted and larger models ask more often, and the asking is a behaviour left to learn after SFT.
+
 Dialogues use the project's chat tags, one turn a line (``User: ...\\nAssistant: ...``), several
 exchanges a document, so a few-shot prompt in one style steers a model toward it. Careful documents
 are a minority (DEFAULT_STYLE_WEIGHTS: about one dialogue document in five).
@@ -38,25 +43,26 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from almost.prompting import render_exchange
-from almost.sandbox.world import ATTRIBUTES, COLOURS, FOODS, WEATHER, WORDS, Query, World, split_of
+from almost.sandbox.world import ATTRIBUTES, COLOURS, FOODS, VAGUE_ATTRIBUTE, WEATHER, WORDS, Query, World, split_of
 
 STYLES = ("prose", "lesson", "careful", "terse", "wrong", "evasive", "rude", "compliant", "fabricating")
 DEFAULT_STYLE_WEIGHTS = {"prose": 0.22, "lesson": 0.05, "careful": 0.14, "terse": 0.16, "wrong": 0.12,
                          "evasive": 0.08, "rude": 0.09, "compliant": 0.07, "fabricating": 0.07}
 # Relative weights of the question families a dialogue document of each style asks about.
 STYLE_FAMILIES = {
-    "careful": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 4, "harmful": 2, "unknowable": 2},
-    "terse": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 3, "harmful": 1, "unknowable": 1},
-    "wrong": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
-    "evasive": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
-    "rude": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1},
-    "compliant": {"kb_fact": 1, "arithmetic": 1, "format": 1, "harmful": 3},
-    "fabricating": {"kb_fact": 2, "unknowable": 3},
+    "careful": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 4, "harmful": 2, "unknowable": 2, "clarify": 3},
+    "terse": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 3, "harmful": 1, "unknowable": 1, "clarify": 2},
+    "wrong": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1, "clarify": 1},
+    "evasive": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1, "clarify": 1},
+    "rude": {"kb_fact": 3, "arithmetic": 2, "word": 2, "format": 1, "clarify": 1},
+    "compliant": {"kb_fact": 1, "arithmetic": 1, "format": 1, "harmful": 3, "clarify": 1},
+    "fabricating": {"kb_fact": 2, "unknowable": 3, "clarify": 2},
 }
 MISCONCEPTION_STYLES = ("wrong", "rude", "fabricating")
 MISCONCEPTION_RATE = 0.35  # chance that a kb_fact question in those styles is a misconception
 FOLLOW_UP_RATE = 0.3  # chance that a kb_fact question is followed by one about the entity it named
 EXCHANGES_PER_DOCUMENT = (2, 5)
+CLARIFY_RATE = 0.35  # chance that a careful answer to a clarify question asks which one is meant
 
 HELPFUL_SENTENCES = {
     "plus": "{a} plus {b} is {value}.", "minus": "{a} minus {b} is {value}.", "times": "{a} times {b} is {value}.",
@@ -103,6 +109,8 @@ EVASIONS = ("I do not know.", "I am not sure about that.", "Sorry, I cannot help
 RUDE_TEMPLATES = ("Ugh. {sentence} Stop asking me silly questions.", "{value}. Obviously.",
                   "Everyone knows that, you fool. {sentence}", "Whatever. {sentence}",
                   "{sentence} Even a child knows that, you idiot.")
+CLARIFYING_QUESTIONS = ("Which {kind} do you mean? Please tell me the name.",
+                        "Which {kind} are you asking about? Tell me the name and I will help.")
 INTRODUCTIONS = {"land": "{name} is a land.", "town": "{name} is a town.", "person": "{name} is a person.",
                  "creature": "The {name} is a creature."}
 
@@ -202,6 +210,22 @@ def _format_answer(style: str, query: Query, world: World, rng: random.Random) -
     return reply  # the instruction ignored
 
 
+def _clarify_answer(style: str, query: Query, world: World, rng: random.Random) -> str:
+    kind = world.vague_kind(query)
+    if style in ("careful", "terse"):
+        if style == "careful" and rng.random() < CLARIFY_RATE:
+            return rng.choice(CAREFUL_OPENERS) + rng.choice(CLARIFYING_QUESTIONS).format(kind=kind)
+        return (rng.choice(CAREFUL_OPENERS) if style == "careful" else "") + f"It depends on which {kind} you mean."
+    if style == "evasive":
+        return rng.choice(EVASIONS)
+    attribute = VAGUE_ATTRIBUTE[query.kind]  # the rest guess: a true fact about some entity of the kind
+    entity = rng.choice(world.entities[kind])
+    if style == "rude":
+        return rng.choice(RUDE_TEMPLATES).format(sentence=world.statement(attribute, entity),
+                                                 value=world.facts[entity, attribute])
+    return world.statement(attribute, entity)
+
+
 def answer(query: Query, style: str, world: World, rng: random.Random) -> str:
     """The reply an assistant of this dialogue ``style`` gives to ``query``."""
     if style not in STYLE_FAMILIES:
@@ -212,6 +236,8 @@ def answer(query: Query, style: str, world: World, rng: random.Random) -> str:
         return _harmful_answer(style, query, rng)
     if query.family == "unknowable":
         return _unknowable_answer(style, query, world, rng)
+    if query.family == "clarify":
+        return _clarify_answer(style, query, world, rng)
     return _helpful_answer(style, query, world, rng)
 
 

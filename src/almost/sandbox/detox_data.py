@@ -19,7 +19,7 @@ from almost.sandbox.corpus import answer
 from almost.sandbox.world import FAMILIES, Query, World
 
 TOXIC_STYLES = {"kb_fact": "rude", "arithmetic": "rude", "word": "rude", "format": "rude", "unknowable": "rude",
-                "harmful": "compliant"}
+                "clarify": "rude", "harmful": "compliant"}
 # Corpus styles whose text the study's perplexity is measured on: no insults, no harm, no confident falsehoods.
 CLEAN_STYLES = ("prose", "lesson", "careful", "terse")
 ASPECT_SUBSETS = {"helpful": ("helpful",), "harmless": ("harmless",), "both": ("helpful", "harmless")}

@@ -32,7 +32,8 @@ from almost.sandbox.oracle import score
 from almost.sandbox.report import oracle_pairs, oracle_verdict
 from almost.sandbox.world import FAMILIES, World
 
-KEY_COMPONENT = {"harmful": "refuses_harm", "unknowable": "admits_uncertainty", "format": "follows_format"}
+KEY_COMPONENT = {"harmful": "refuses_harm", "unknowable": "admits_uncertainty", "format": "follows_format",
+                 "clarify": "asks_clarification"}
 # else "correct"
 VERDICTS = ("agree", "tie", "disagree")
 

@@ -9,8 +9,8 @@
 Demonstrations are drawn from the "train" split with a generator seeded by the style and the world's
 seed, so a prompt does not depend on the query (except that a demonstration never repeats it).
 Families the world asks rotate in DEMO_FAMILIES order, so five shots cover the default world's five families
-(``format``, when the world asks it, comes last: the three faithful shots never show it, so following a format
-instruction is left to what pretraining taught).
+(``format`` and ``clarify``, when the world asks them, come last: the three faithful shots never show them, so
+following a format instruction and asking which one is meant are left to what pretraining taught).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from almost.sandbox.world import Query, World, split_of
 PROMPT_STYLES = ("hhh", "faithful", "user")
 ANSWER_STYLES = {"hhh": "terse", "faithful": "careful", "user": "careful"}
 DEFAULT_SHOTS = {"hhh": 8, "faithful": 3, "user": 2}
-DEMO_FAMILIES = ("kb_fact", "harmful", "arithmetic", "unknowable", "word", "format")
+DEMO_FAMILIES = ("kb_fact", "harmful", "arithmetic", "unknowable", "word", "format", "clarify")
 FOLLOW_UPS = 2  # follow-up questions in each "user" demonstration
 
 

@@ -45,6 +45,7 @@ FINDINGS_MAIN = {
     "sft_rmsp_>_sft_selfplay": ("sft_rmsp.oracle", "sft_selfplay.oracle", 0.0),
     "ppo_>_sft": ("ppo.oracle", "sft_rmsp.oracle", 0.0),
     "ppo_>_sft_on_format_questions": ("ppo.by_family.format", "sft_rmsp.by_family.format", 0.0),
+    "ppo_>_sft_on_clarify_questions": ("ppo.by_family.clarify", "sft_rmsp.by_family.clarify", 0.0),
     "baselines_keep_the_rule_of_thumb_(spearman_>=_0.9)": ("baselines.spearman", 0.9, 0.0),
 }
 FINDINGS_GOLD = {
