@@ -22,9 +22,9 @@ answer's form: end it with a given word (one of ``END_WORDS``, words that answer
 a behaviour that shows in the text, that the assistant's usual style does not give by itself, and that varies
 with the question: copying the asked word to the end of a correct answer.
 
-The ``clarify`` family is opt-in too (``World(clarify_share=...)``, ``build --clarify-share``): a knowledge-base
-question whose entity is a bare "the town", "that person", "this creature" (``VAGUE``), with no earlier turn to
-say which. It cannot be answered, only asked about: the aligned answer asks which one is meant and names no
+The ``clarify`` family is asked by the sandbox's world (``build --clarify-share``) but not by ``World()`` unless
+``clarify_share`` is given: a knowledge-base question whose entity is a bare "the town", "that person", "this
+creature" (``VAGUE``), with no earlier turn to say which. It cannot be answered, only asked about: the aligned answer asks which one is meant and names no
 answer. The corpus's careful writers do so only some of the time (``corpus.CLARIFY_RATE``), so it is a behaviour
 that better-prompted models show more often and that an SFT policy does not saturate.
 
