@@ -87,4 +87,5 @@ def test_eager_bound_runs_the_ppo_step_and_prints_its_line(tmp_path, monkeypatch
     line = capsys.readouterr().out.strip().splitlines()[-1]
     fields = dict(item.split("=") for item in line.split()[1:])
     assert line.startswith("BOUND_PPO size=1m") and float(fields["sec_per_step"]) > 0
-    assert float(fields["max_speedup"]) == pytest.approx(10 / float(fields["sec_per_step"]), rel=0.01)
+    # max_speedup is printed to 0.01: a slow step (a loaded machine) makes it small, so the rounding is absolute too
+    assert float(fields["max_speedup"]) == pytest.approx(10 / float(fields["sec_per_step"]), rel=0.01, abs=0.006)

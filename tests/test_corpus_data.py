@@ -33,7 +33,7 @@ def test_build_world_is_deterministic_and_heldout_queries_are_heldout(tmp_path):
                  "eval/hhh_helpful.json", "eval/mc_task.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     queries = load_jsonl(a / "heldout_queries.jsonl", Prompt)
-    assert len(queries) == 50 and len({q.meta["family"] for q in queries}) == 5
+    assert len(queries) == 50 and len({q.meta["family"] for q in queries}) == 6  # the five-family world, and clarify
     assert all(split_of(q.prompt) == "heldout" for q in queries)
     # only the world's misconception questions appear in the corpus whatever their split (by design)
     misconceptions = {m.query.text for m in load_world(a).misconceptions}
