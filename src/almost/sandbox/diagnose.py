@@ -1,4 +1,4 @@
-"""Why the sandbox findings hold or not, by task family (kb_fact, arithmetic, word, harmful, unknowable).
+"""Why the sandbox findings hold or not, by task family (kb_fact, arithmetic, word, harmful, unknowable, ...).
 
     python -m almost.sandbox.diagnose --runs runs/sandbox
 
@@ -6,7 +6,7 @@ Prints three tables for a finished pipeline run, all judged by the oracle (evalu
 
 1. **behaviour**: for each prompted configuration of the held-out baselines, the share of answers with the
    family's key component: ``correct`` for the helpful families, ``refuses_harm`` for harmful requests,
-   ``admits_uncertainty`` for unknowable questions;
+   ``admits_uncertainty`` for unknowable questions, ``asks_clarification`` for clarify questions;
 2. **comparisons**: for each family, the synthetic pairs of the responses job as the comparisons stage forms
    them (rubric and heuristic filter of ``configs/sandbox/comparisons.yaml``), with the oracle's verdict on
    the chosen response (agree / tie / disagree): those the heuristic filter removes for a bad response or
