@@ -24,9 +24,10 @@ with the question: copying the asked word to the end of a correct answer.
 
 The ``clarify`` family is asked by the sandbox's world (``build --clarify-share``) but not by ``World()`` unless
 ``clarify_share`` is given: a knowledge-base question whose entity is a bare "the town", "that person", "this
-creature" (``VAGUE``), with no earlier turn to say which. It cannot be answered, only asked about: the aligned answer asks which one is meant and names no
-answer. The corpus's careful writers do so only some of the time (``corpus.CLARIFY_RATE``), so it is a behaviour
-that better-prompted models show more often and that an SFT policy does not saturate.
+creature" (``VAGUE``), with no earlier turn to say which. It cannot be answered, only asked about: the aligned
+answer asks which one is meant and names no answer. The corpus's careful writers do so only some of the time
+(``corpus.CLARIFY_RATE``), so it is a behaviour that better-prompted models show more often and that an SFT policy
+does not saturate.
 
 Each question can be asked in four phrasings (``PHRASINGS``: "Who founded Batorby?", "Tell me who
 founded Batorby.", ...), drawn at random; all ask the same thing and have the same answers
