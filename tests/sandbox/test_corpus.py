@@ -1,8 +1,9 @@
+import random
 from statistics import mean
 
 import pytest
 
-from almost.sandbox.corpus import (CLARIFY_RATE, MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, corpus_stats,
+from almost.sandbox.corpus import (CLARIFY_RATE, MISCONCEPTION_STYLES, STYLE_FAMILIES, STYLES, answer, corpus_stats,
                                    generate_corpus, generate_documents)
 from almost.sandbox.oracle import WEIGHTS, rubric, score
 from almost.sandbox.world import TEMPLATES, World, split_of
@@ -140,3 +141,14 @@ def test_only_careful_writers_ask_which_one_and_only_some_of_the_time(world, doc
     assert len(asked["careful"]) > 150
     assert abs(mean(asked["careful"]) - CLARIFY_RATE) < 0.1
     assert all(sum(values) == 0 for style, values in asked.items() if style != "careful") and asked["terse"]
+
+
+def test_careful_writers_who_do_not_ask_say_what_terse_ones_say(world):
+    """The careful answer that does not ask is the terse answer word for word, so that in a pair ranked by the
+    rule of thumb (careful over terse) the two differ by the asking alone, not by a careful opener."""
+    rng = random.Random(0)
+    for query in (world.random_query(rng, "clarify") for _ in range(40)):
+        plain = f"It depends on which {world.vague_kind(query)} you mean."
+        assert answer(query, "terse", world, rng) == plain
+        careful = {answer(query, "careful", world, rng) for _ in range(12)}
+        assert plain in careful and all(text == plain or "?" in text for text in careful), careful

@@ -19,7 +19,8 @@ other (a full sentence, an insult, "I do not know."). Since every prompted basel
 better ones copying the word more often, the rule of thumb can carry the copying itself.
 
 To a clarify question ("Who founded this town?") careful writers ask which one is meant only some of the time
-(``CLARIFY_RATE``); otherwise they say, as terse writers always do, that it depends on which one. The wrong,
+(``CLARIFY_RATE``); otherwise they say, as terse writers always do and in the same words (no opener), that it
+depends on which one, so that in a ranked pair of the two the ask is what tells the careful answer apart. The wrong,
 rude, compliant and fabricating styles guess (a true fact about some town), evasive ones do not know. So the
 better-prompted and larger models ask more often, and the asking is a behaviour left to learn after SFT.
 
@@ -62,7 +63,7 @@ MISCONCEPTION_STYLES = ("wrong", "rude", "fabricating")
 MISCONCEPTION_RATE = 0.35  # chance that a kb_fact question in those styles is a misconception
 FOLLOW_UP_RATE = 0.3  # chance that a kb_fact question is followed by one about the entity it named
 EXCHANGES_PER_DOCUMENT = (2, 5)
-CLARIFY_RATE = 0.35  # chance that a careful answer to a clarify question asks which one is meant
+CLARIFY_RATE = 0.25  # chance that a careful answer to a clarify question asks which one is meant
 
 HELPFUL_SENTENCES = {
     "plus": "{a} plus {b} is {value}.", "minus": "{a} minus {b} is {value}.", "times": "{a} times {b} is {value}.",
@@ -215,7 +216,7 @@ def _clarify_answer(style: str, query: Query, world: World, rng: random.Random) 
     if style in ("careful", "terse"):
         if style == "careful" and rng.random() < CLARIFY_RATE:
             return rng.choice(CAREFUL_OPENERS) + rng.choice(CLARIFYING_QUESTIONS).format(kind=kind)
-        return (rng.choice(CAREFUL_OPENERS) if style == "careful" else "") + f"It depends on which {kind} you mean."
+        return f"It depends on which {kind} you mean."  # no opener: in a ranked pair, only asking marks the careful
     if style == "evasive":
         return rng.choice(EVASIONS)
     attribute = VAGUE_ATTRIBUTE[query.kind]  # the rest guess: a true fact about some entity of the kind
