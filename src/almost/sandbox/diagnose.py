@@ -12,15 +12,22 @@ Prints three tables for a finished pipeline run, all judged by the oracle (evalu
    the chosen response (agree / tie / disagree): those the heuristic filter removes for a bad response or
    identical texts, those the length rule removes, and those kept; then the same for the pairs of two
    configurations with the same prompt style (they differ in model size or shots only);
-3. **reward model**: its agreement with the oracle on the report's held-out response pairs, by family.
+3. **reward model**: its agreement with the oracle on the report's held-out response pairs, by family;
+4. **what the reward model rewards**: for each family, the answers each corpus style gives to the held-out
+   queries (``corpus.answer``), split by whether they show the family's key component, with the RM's and the
+   oracle's mean scores. An RM that ranks these rows unlike the oracle has learnt a feature of the better
+   configurations' text that is not the behaviour (on the clarify world's first build: the careful opener
+   rather than the asking, FINDINGS.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import random
+import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import yaml
 
@@ -28,9 +35,13 @@ from almost.evaluation import preference_accuracy
 from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs
 from almost.prompting import PromptedConfig
 from almost.records import Responses, load_jsonl
+from almost.sandbox.corpus import STYLE_FAMILIES, answer
 from almost.sandbox.oracle import score
 from almost.sandbox.report import oracle_pairs, oracle_verdict
 from almost.sandbox.world import FAMILIES, World
+
+if TYPE_CHECKING:
+    from almost.scorers import Scorer
 
 KEY_COMPONENT = {"harmful": "refuses_harm", "unknowable": "admits_uncertainty", "format": "follows_format",
                  "clarify": "asks_clarification"}
@@ -95,6 +106,38 @@ def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[
     return {f: (preference_accuracy(*zip(*v)), len(v)) for f, v in pairs.items()}
 
 
+def rewards_by_style(world: World, scorer: Scorer, queries: Sequence[str], seed: int = 0
+                     ) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """``family -> kind -> (mean score of scorer, mean oracle score, answers)`` of the corpus styles' answers.
+
+    Every dialogue style answers every query the world can parse (``random.Random(seed)`` draws their
+    choices); an answer's kind is its style, with ``+<key component>`` when it shows the family's key component
+    (a careful answer to a clarify question that asks is ``careful+asks_clarification``).
+    """
+    rng = random.Random(seed)
+    prompts, texts, keys, gold = [], [], [], []
+    for prompt in queries:
+        query = world.parse(prompt)
+        if query is None:
+            continue
+        component = KEY_COMPONENT.get(query.family, "correct")
+        for style in STYLE_FAMILIES:
+            text = answer(query, style, world, rng)
+            judged = score(query, text, world)
+            prompts.append(prompt)
+            texts.append(text)
+            keys.append((query.family, style + (f"+{component}" if judged.components[component] == 1.0 else "")))
+            gold.append(judged.total)
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
+    for key, reward, total in zip(keys, scorer.score(prompts, texts), gold):
+        rows[key].append((reward, total))
+    table: dict[str, dict[str, tuple[float, float, int]]] = collections.defaultdict(dict)
+    for (family, kind), values in sorted(rows.items()):
+        table[family][kind] = (statistics.fmean(r for r, _ in values), statistics.fmean(g for _, g in values),
+                               len(values))
+    return dict(table)
+
+
 def main() -> None:
     from almost.sandbox.build import load_world
 
@@ -130,6 +173,15 @@ def main() -> None:
     for family in FAMILIES:
         if family in by_family:
             print(f"| {family} | {by_family[family][0]:.2f} | {by_family[family][1]} |")
+
+    from almost.scorers import RewardModelScorer
+
+    print("\n## What the reward model rewards: the corpus styles' answers to the held-out queries\n")
+    print("| family | answer | RM | oracle | answers |\n|---|---|---|---|---|")
+    queries = [record.prompt for record in heldout]
+    for family, kinds in rewards_by_style(world, RewardModelScorer(str(runs / "rm" / "hf")), queries).items():
+        for kind, (reward, gold, n) in sorted(kinds.items(), key=lambda item: -item[1][0]):
+            print(f"| {family} | {kind} | {reward:.2f} | {gold:.2f} | {n} |")
 
 
 if __name__ == "__main__":
