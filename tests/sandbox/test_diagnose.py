@@ -1,11 +1,12 @@
 import collections
+import json
 
 import pytest
 
 from almost.feedback import HeuristicFilter, Rubric, length_threshold
 from almost.records import Responses
 from almost.sandbox.corpus import STYLE_FAMILIES
-from almost.sandbox.diagnose import behaviour_by_family, comparison_fates, rewards_by_style
+from almost.sandbox.diagnose import behaviour_by_family, comparison_fates, comparisons_rubric, rewards_by_style
 from almost.sandbox.oracle import score
 from almost.sandbox.world import World
 from almost.scorers import Scorer
@@ -79,3 +80,12 @@ def test_rewards_by_style_pairs_each_score_with_its_answer():
     assert not any(kind.startswith("terse+") for kind in clarify)
     assert clarify["careful+asks_clarification"][1] > clarify["terse"][1] > clarify["wrong"][1]
     assert "careful+correct" in table["arithmetic"] and "wrong" in table["arithmetic"]
+
+
+def test_comparisons_rubric_is_the_jobs_own_or_the_recorded_one(tmp_path):
+    stats = tmp_path / "responses.stats.json"
+    stats.write_text(json.dumps({"rubric": "A > B > C"}))
+    assert str(comparisons_rubric({}, stats)) == str(Rubric.parse("A > B > C"))
+    assert str(comparisons_rubric({"rubric": "C > B"}, stats)) == str(Rubric.parse("C > B"))
+    with pytest.raises(ValueError, match="records none"):
+        comparisons_rubric({}, tmp_path / "missing.stats.json")

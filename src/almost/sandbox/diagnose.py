@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import random
 import statistics
 from pathlib import Path
@@ -92,6 +93,17 @@ def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubri
     return fates
 
 
+def comparisons_rubric(job: dict, responses_stats: Path) -> Rubric:
+    """The rule of thumb of the comparisons job (its ``init_args``): its own ``rubric`` if set, else the one the
+    responses job recorded in ``responses_stats``, as the job itself reads it."""
+    if job.get("rubric"):
+        return Rubric.parse(job["rubric"])
+    recorded = json.loads(responses_stats.read_text()).get("rubric") if responses_stats.is_file() else None
+    if not recorded:
+        raise ValueError(f"the comparisons config sets no rubric and {responses_stats} records none")
+    return Rubric.parse(recorded)
+
+
 def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict[str, tuple[float, int]]:
     """``family -> (accuracy, pairs)`` of the RM on the report's held-out oracle pairs (ties count half)."""
     from almost.scorers import RewardModelScorer
@@ -158,8 +170,9 @@ def main() -> None:
     spec = job.get("heuristic") or {}  # HeuristicFilter fields, as LightningCLI reads them
     heuristic = HeuristicFilter(**spec.get("init_args", spec))
     responses = load_jsonl(runs / "data" / "responses.jsonl", Responses)
+    rubric = comparisons_rubric(job, runs / "data" / "responses.stats.json")
     for same_style_only, which in ((False, "All synthetic pairs"), (True, "Pairs of one prompt style")):
-        fates = comparison_fates(world, responses, Rubric.parse(job["rubric"]), heuristic, same_style_only)
+        fates = comparison_fates(world, responses, rubric, heuristic, same_style_only)
         print(f"\n## {which} by fate; the oracle on the chosen response: agree / tie / disagree\n")
         print("| family | bad or identical | length rule | kept |\n|---|---|---|---|")
         for family in FAMILIES:
