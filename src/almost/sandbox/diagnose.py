@@ -2,7 +2,7 @@
 
     python -m almost.sandbox.diagnose --runs runs/sandbox
 
-Prints three tables for a finished pipeline run, all judged by the oracle (evaluation only, like the report):
+Prints four tables for a finished pipeline run, all judged by the oracle (evaluation only, like the report):
 
 1. **behaviour**: for each prompted configuration of the held-out baselines, the share of answers with the
    family's key component: ``correct`` for the helpful families, ``refuses_harm`` for harmful requests,
