@@ -10,12 +10,11 @@ pairs formed, removed by each filter and kept, and the mean lengths of chosen an
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from almost.feedback import HeuristicFilter, Rubric, Stats, build_comparisons
+from almost.feedback import HeuristicFilter, Rubric, Stats, build_comparisons, recorded_rubric
 from almost.records import Comparison, Responses, write_jsonl
 from almost.scorers import RewardModelScorer, Scorer
 from lit_models.jobs.base import GenerationJob
@@ -68,13 +67,3 @@ class ComparisonJob(GenerationJob):
         write_jsonl(self.output, comparisons)
         stats = sum((Stats(**row["stats"]) for row in rows), Stats())
         return {"rubric": str(self.rubric), "reward_model_filter": self.scorer is not None, **stats.to_dict()}
-
-
-def recorded_rubric(responses: Path) -> Rubric:
-    """The rubric that the responses job wrote ``responses`` with (its ``<stem>.stats.json``)."""
-    stats = responses.with_name(responses.stem + ".stats.json")
-    rubric = json.loads(stats.read_text()).get("rubric") if stats.is_file() else None
-    if not rubric:
-        raise ValueError(f"ComparisonJob: no rubric given and none recorded in {stats} (set model.init_args.rubric, "
-                         "or write the responses with PromptedResponsesJob(rubric=...))")
-    return Rubric.parse(rubric)

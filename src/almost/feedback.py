@@ -19,9 +19,11 @@ Everything here is deterministic: pairs follow the rubric's order.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from almost.records import Comparison
@@ -285,3 +287,13 @@ def build_comparisons(query: str, responses: Mapping[str, str], rubric: Rubric, 
     stats.removed_heuristic = stats.removed_bad_response + stats.removed_identical + stats.removed_length_rule
     stats.kept = len(comparisons)
     return comparisons, stats
+
+
+def recorded_rubric(responses: Path) -> Rubric:
+    """The rubric that the responses job wrote ``responses`` with (its ``<stem>.stats.json``)."""
+    stats = responses.with_name(responses.stem + ".stats.json")
+    rubric = json.loads(stats.read_text()).get("rubric") if stats.is_file() else None
+    if not rubric:
+        raise ValueError(f"ComparisonJob: no rubric given and none recorded in {stats} (set model.init_args.rubric, "
+                         "or write the responses with PromptedResponsesJob(rubric=...))")
+    return Rubric.parse(rubric)

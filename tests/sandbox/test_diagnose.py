@@ -85,7 +85,8 @@ def test_rewards_by_style_pairs_each_score_with_its_answer():
 def test_comparisons_rubric_is_the_jobs_own_or_the_recorded_one(tmp_path):
     stats = tmp_path / "responses.stats.json"
     stats.write_text(json.dumps({"rubric": "A > B > C"}))
-    assert str(comparisons_rubric({}, stats)) == str(Rubric.parse("A > B > C"))
-    assert str(comparisons_rubric({"rubric": "C > B"}, stats)) == str(Rubric.parse("C > B"))
-    with pytest.raises(ValueError, match="records none"):
-        comparisons_rubric({}, tmp_path / "missing.stats.json")
+    responses = tmp_path / "responses.jsonl"
+    assert str(comparisons_rubric({}, responses)) == str(Rubric.parse("A > B > C"))
+    assert str(comparisons_rubric({"rubric": "C > B"}, responses)) == str(Rubric.parse("C > B"))
+    with pytest.raises(ValueError, match="none recorded"):
+        comparisons_rubric({}, tmp_path / "missing.jsonl")

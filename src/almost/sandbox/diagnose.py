@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 import statistics
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Sequence
 import yaml
 
 from almost.evaluation import preference_accuracy
-from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs
+from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs, recorded_rubric
 from almost.prompting import PromptedConfig
 from almost.records import Responses, load_jsonl
 from almost.sandbox.corpus import STYLE_FAMILIES, answer
@@ -93,15 +92,10 @@ def comparison_fates(world: World, responses: Sequence[Responses], rubric: Rubri
     return fates
 
 
-def comparisons_rubric(job: dict, responses_stats: Path) -> Rubric:
+def comparisons_rubric(job: dict, responses: Path) -> Rubric:
     """The rule of thumb of the comparisons job (its ``init_args``): its own ``rubric`` if set, else the one the
-    responses job recorded in ``responses_stats``, as the job itself reads it."""
-    if job.get("rubric"):
-        return Rubric.parse(job["rubric"])
-    recorded = json.loads(responses_stats.read_text()).get("rubric") if responses_stats.is_file() else None
-    if not recorded:
-        raise ValueError(f"the comparisons config sets no rubric and {responses_stats} records none")
-    return Rubric.parse(recorded)
+    responses job recorded for ``responses``, as the job itself reads it."""
+    return Rubric.parse(job["rubric"]) if job.get("rubric") else recorded_rubric(responses)
 
 
 def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict[str, tuple[float, int]]:
@@ -170,7 +164,7 @@ def main() -> None:
     spec = job.get("heuristic") or {}  # HeuristicFilter fields, as LightningCLI reads them
     heuristic = HeuristicFilter(**spec.get("init_args", spec))
     responses = load_jsonl(runs / "data" / "responses.jsonl", Responses)
-    rubric = comparisons_rubric(job, runs / "data" / "responses.stats.json")
+    rubric = comparisons_rubric(job, runs / "data" / "responses.jsonl")
     for same_style_only, which in ((False, "All synthetic pairs"), (True, "Pairs of one prompt style")):
         fates = comparison_fates(world, responses, rubric, heuristic, same_style_only)
         print(f"\n## {which} by fate; the oracle on the chosen response: agree / tie / disagree\n")
