@@ -436,6 +436,29 @@ def test_eval_scorers_score_validation_answers_and_leave_training_alone(tiny, tm
     assert model.hparams["eval_scorers"]["oracle"]["class"] == "OracleScorer"
 
 
+def test_the_sandbox_kl_budget_stops_ppo_at_the_first_validation_past_it(tiny):
+    """configs/sandbox/ppo.yaml's EarlyStopping with a budget the first rollout passes ends the run after that
+    rollout, not at the epoch's end; with a budget out of reach the run does every rollout."""
+    import yaml
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    config = yaml.safe_load((ROOT / "configs/sandbox/ppo.yaml").read_text())
+    (budget,) = [c["init_args"] for c in config["trainer"]["callbacks"] if c["class_path"].endswith(".EarlyStopping")]
+    assert budget["monitor"] == "val/kl" and budget["divergence_threshold"] > 0
+    prompts = str(FIXTURES / "prompts.jsonl")
+    runs = {}
+    for threshold in (1e-5, 1e9):
+        model, recorder = make_module(tiny), RolloutRecorder()
+        data = PromptDataModule(prompts, tiny.policy, val_path=prompts, batch_size=8, max_length=64, shuffle=False)
+        trainer = fit(model, data, rollouts=4, callbacks=[recorder, EarlyStopping(**{**budget,
+                                                                                     "divergence_threshold": threshold})],
+                      limit_val_batches=1, num_sanity_val_steps=0,
+                      val_check_interval=config["trainer"]["val_check_interval"])
+        runs[threshold] = (len(recorder.history), trainer.callback_metrics["val/kl"].item())
+    assert runs[1e9][0] == 4
+    assert runs[1e-5][0] == 1 and runs[1e-5][1] > 1e-5  # stopped at the first validation, which passed the budget
+
+
 def test_ppo_refuses_prompts_and_responses_longer_than_the_positions(tiny):
     policy_positions = json.loads((Path(tiny.policy) / "config.json").read_text())["max_position_embeddings"]
     model = make_module(tiny, max_new_tokens=policy_positions)

@@ -9,14 +9,18 @@ from almost.sandbox.pipeline import RUNS
 
 def test_gold_stages_rerun_the_reward_using_stages_with_the_oracle_configs():
     stages = {s.name: s for s in gold.stages()}
-    assert list(stages) == ["gold/rmsp", "gold/sft_rmsp", "gold/ppo", "gold/ppo_vanilla", "gold/comparisons_oracle",
-                            "gold/rm_oracle", "gold/policy_samples", "gold/policy_pairs", "gold/rm_policy",
-                            "gold/report"]
+    assert list(stages) == ["gold/rmsp", "gold/sft_rmsp", "gold/ppo", "gold/ppo_vanilla", "gold/ppo_rm_long",
+                            "gold/comparisons_oracle", "gold/rm_oracle", "gold/policy_samples", "gold/policy_pairs",
+                            "gold/rm_policy", "gold/report"]
     assert "configs/sandbox/gold/ppo.yaml" in stages["gold/ppo"].command
     assert stages["gold/ppo"].checkpoint == RUNS / "gold/ppo/checkpoints/last.ckpt"
     assert RUNS / "gold/data/rmsp.jsonl" in stages["gold/sft_rmsp"].inputs  # SFT on the oracle's selection
     assert "configs/sandbox/gold/ppo_vanilla.yaml" in stages["gold/ppo_vanilla"].command
     assert RUNS / "pretrain_m/hf/config.json" in stages["gold/ppo_vanilla"].inputs  # the weak start
+    # the RM's over-optimization curve: the main PPO run from the same start, past its KL budget
+    assert "configs/sandbox/gold/ppo_rm_long.yaml" in stages["gold/ppo_rm_long"].command
+    assert {RUNS / "sft_rmsp/hf/config.json", RUNS / "rm/hf/config.json"} <= set(stages["gold/ppo_rm_long"].inputs)
+    assert RUNS / "gold/ppo_rm_long/hf/config.json" in stages["gold/report"].inputs
     assert RUNS / "gold/best_of_n.png" in stages["gold/report"].outputs
     # the RM's ceilings: rm.yaml's run on oracle-ordered pairs of the same responses and of the policy's samples
     assert RUNS / "data/comparisons.jsonl" in stages["gold/comparisons_oracle"].inputs
@@ -47,7 +51,7 @@ def fake_report() -> dict:
             "demonstrations": {"rm_selects": 0.69, "oracle_selects": 0.75, "no_selection": 0.7},
             "ppo_training": {name: {"rollout_score_first3": 0.5, "rollout_score_last3": 0.6, "rollouts": 14,
                                     "curve": {"kl": [0.1, 0.2], "score": [4.9, 5.0], "oracle_score": [0.7, 0.69]}}
-                             for name in ("ppo", "ppo_gold", "ppo_gold_vanilla")},
+                             for name in ("ppo", "ppo_rm_long", "ppo_gold", "ppo_gold_vanilla")},
             "wall_seconds": {"gold/ppo": 60.0, "total": 60.0}}
 
 
@@ -61,10 +65,10 @@ def test_the_report_plots_the_curves_and_tabulates_every_n(tmp_path: Path):
     assert "RM selects 0.690, oracle selects 0.750, no selection (self-play) 0.700" in text
     assert ("| SFT-RMSP's own samples, ordered by the oracle | 102 | 0.800 | 0.700 (50 pairs) | 0.550 | "
             "0.600 +- 0.100 | n/a |") in text
-    assert text.count("| PPO from SFT") == 4  # the policies table and the training curves
+    assert text.count("| PPO from SFT") == 6  # the policies table and the training curves
     assert text.count("| PPO from vanilla M (oracle reward) |") == 2
     assert "| SFT on RMSP (oracle selects) | 0.700 +- 0.010 | 5.000 | 0.300 (sft_rmsp) | 40 |" in text
-    assert "| PPO from SFT (RM reward) | 0.100 / 0.200 | 4.900 / 5.000 | 0.700 / 0.690 |" in text
+    assert "| PPO from SFT (RM reward, KL budget) | 0.100 / 0.200 | 4.900 / 5.000 | 0.700 / 0.690 |" in text
 
 
 def test_gold_needs_make_demo_first_and_lists_its_stages(tmp_path, monkeypatch, capsys):

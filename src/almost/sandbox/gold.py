@@ -8,7 +8,8 @@ The gold rows are instruments that separate "the machinery does not work" from "
 nothing to teach here": the oracle is the scorer of ``configs/sandbox/gold/*.yaml`` only, never of the method's
 own stages. Stages: RMSP with the oracle keeping the best of N (``gold/rmsp``), SFT on those demonstrations
 (``gold/sft_rmsp``), PPO from the same SFT policy with the oracle as the reward (``gold/ppo``), the same PPO from the
-vanilla M model, a weak start with room to climb (``gold/ppo_vanilla``: does the machinery climb?), the reward
+vanilla M model, a weak start with room to climb (``gold/ppo_vanilla``: does the machinery climb?), PPO against the
+reward model past the main run's KL budget (``gold/ppo_rm_long``: the RM's over-optimization curve), the reward
 model's ceiling (``gold/rm_oracle``: ``rm.yaml`` on the synthetic pairs ordered by the oracle; ``gold/rm_policy``: on
 oracle-ordered pairs of SFT-RMSP's own samples, ``almost.sandbox.gold_labels``), and the report
 (``almost.sandbox.gold_report``: ``runs/sandbox/gold/report.{json,md}`` and ``best_of_n.png``). Stages run, skip
@@ -48,6 +49,7 @@ def stages() -> list[Stage]:
         fit("gold/ppo", (_hf("sft_rmsp"), _hf("rm"), world, prompts), (_hf("gold/ppo"),), "ppo"),
         fit("gold/ppo_vanilla", (_hf("pretrain_m"), _hf("rm"), world, prompts), (_hf("gold/ppo_vanilla"),),
             "gold/ppo", "ppo"),
+        fit("gold/ppo_rm_long", (_hf("sft_rmsp"), _hf("rm"), world, prompts), (_hf("gold/ppo_rm_long"),), "ppo"),
         labels(OUT / "data" / "comparisons_oracle.jsonl", "--comparisons", DATA / "comparisons.jsonl"),
         fit("gold/rm_oracle", (OUT / "data" / "comparisons_oracle.jsonl", _hf("pretrain_m")), (_hf("gold/rm_oracle"),),
             "rm"),
@@ -56,7 +58,8 @@ def stages() -> list[Stage]:
         fit("gold/rm_policy", (OUT / "data" / "policy_pairs.jsonl", _hf("pretrain_m")), (_hf("gold/rm_policy"),),
             "rm"),
         Stage("gold/report", (sys.executable, "-m", "almost.sandbox.gold_report", "--runs", str(RUNS)),
-              (_hf("gold/sft_rmsp"), _hf("gold/ppo"), _hf("gold/ppo_vanilla"), _hf("sft_rmsp"), _hf("ppo"),
+              (_hf("gold/sft_rmsp"), _hf("gold/ppo"), _hf("gold/ppo_vanilla"), _hf("gold/ppo_rm_long"),
+               _hf("sft_rmsp"), _hf("ppo"),
                _hf("gold/rm_oracle"), _hf("gold/rm_policy"),
                DATA / "rmsp.jsonl",
                DATA / "selfplay.jsonl", SANDBOX_CODE / "gold_report.py"),

@@ -12,12 +12,13 @@ On the world's held-out queries (no stage trains on them), judged by the oracle:
   ``gold/rm_policy``: pairs of SFT-RMSP's own samples): agreement with the oracle on the main report's held-out
   pairs, validation accuracy, and the oracle score of each one's choice among N SFT samples;
 - ``policies``: SFT on RMSP and PPO, each with the reward model and with the gold reward (the oracle selecting
-  RMSP's demonstrations; the oracle as PPO's reward), and gold PPO from the vanilla M model beside its start:
+  RMSP's demonstrations; the oracle as PPO's reward), PPO against the reward model past its KL budget, and gold PPO
+  from the vanilla M model beside its start:
   oracle score (``SEEDS`` sampling seeds, per-query means, SE over queries), RM score, and KL to the start
   (SFT-RMSP, or vanilla M);
 - ``demonstrations``: the oracle score of RMSP's demonstrations with the RM selecting, with the oracle selecting,
   and of plain self-play (no selection);
-- ``ppo_training``: ``rollout/score`` of the first and last rollouts of both PPO runs (their own reward on their
+- ``ppo_training``: ``rollout/score`` of the first and last rollouts of each PPO run (its own reward on its
   training prompts: does PPO climb what it is given?), and each run's curve from its validations (held-out mined
   prompts, every few rollouts): ``val/kl``, ``val/score`` (its reward) and ``val/oracle_score`` (the oracle as an
   instrument, ``PPOModule(eval_scorers=...)``).
@@ -44,7 +45,8 @@ SAMPLES = 16  # answers of SFT-RMSP per held-out query for the best-of-N curves
 SEEDS = (0, 1)  # sampling seeds of the policies' answers
 # name -> (stage directory under runs/, the model its KL is measured to)
 POLICIES = {"sft_rmsp": ("sft_rmsp", "sft_rmsp"), "sft_rmsp_gold": ("gold/sft_rmsp", "sft_rmsp"),
-            "ppo": ("ppo", "sft_rmsp"), "ppo_gold": ("gold/ppo", "sft_rmsp"),
+            "ppo": ("ppo", "sft_rmsp"), "ppo_rm_long": ("gold/ppo_rm_long", "sft_rmsp"),
+            "ppo_gold": ("gold/ppo", "sft_rmsp"),
             "vanilla_m": ("pretrain_m", "pretrain_m"), "ppo_gold_vanilla": ("gold/ppo_vanilla", "pretrain_m")}
 CURVE = ("val/kl", "val/score", "val/oracle_score")  # PPO's validations, in order
 # name -> (stage directory under runs/, its training pairs): the method's RM and its two gold ceilings
@@ -54,7 +56,8 @@ REWARD_MODELS = {"rm": ("rm", "data/comparisons.jsonl"),
 RM_NAMES = {"rm": "synthetic comparisons (the method's RM)", "rm_oracle": "the same pairs, ordered by the oracle",
             "rm_policy": "SFT-RMSP's own samples, ordered by the oracle"}
 NAMES = {"sft_rmsp": "SFT on RMSP (RM selects)", "sft_rmsp_gold": "SFT on RMSP (oracle selects)",
-         "ppo": "PPO from SFT (RM reward)", "ppo_gold": "PPO from SFT (oracle reward)",
+         "ppo": "PPO from SFT (RM reward, KL budget)", "ppo_rm_long": "PPO from SFT (RM reward, no KL budget)",
+         "ppo_gold": "PPO from SFT (oracle reward)",
          "vanilla_m": "vanilla M, zero-shot", "ppo_gold_vanilla": "PPO from vanilla M (oracle reward)"}
 
 
@@ -130,7 +133,8 @@ def policy_section(runs: Path, world, queries: list[str], rm: RewardModelScorer)
 
 def ppo_training(runs: Path) -> dict:
     results = {}
-    for name, stage in (("ppo", "ppo"), ("ppo_gold", "gold/ppo"), ("ppo_gold_vanilla", "gold/ppo_vanilla")):
+    for name, stage in (("ppo", "ppo"), ("ppo_rm_long", "gold/ppo_rm_long"), ("ppo_gold", "gold/ppo"),
+                        ("ppo_gold_vanilla", "gold/ppo_vanilla")):
         logged = last_scalars(runs / stage, ["rollout/score", *CURVE])
         scores = logged["rollout/score"]
         results[name] = {"rollout_score_first3": statistics.fmean(scores[:3]),
@@ -174,10 +178,10 @@ def plot(report: dict, path: Path) -> None:
             rows = bon[selector][measure]
             ax.errorbar([r["kl"] for r in rows], [r["mean"] for r in rows], yerr=[r["se"] or 0 for r in rows],
                         fmt=style, capsize=2, label=f"best-of-N, {selector.replace('_', ' ')}")
-        for name, marker in (("ppo", "^"), ("ppo_gold", "v")):
+        for name, marker in (("ppo", "^"), ("ppo_rm_long", "<"), ("ppo_gold", "v")):
             ax.plot([pol[name]["kl_to_start"]], [pol[name][measure]], marker, markersize=9, label=NAMES[name])
         ax.set(xlabel="KL to SFT-RMSP (nats)", ylabel=label)
-    for name, style in (("ppo", "^-"), ("ppo_gold", "v-"), ("ppo_gold_vanilla", "D-")):
+    for name, style in (("ppo_rm_long", "<-"), ("ppo", "^-"), ("ppo_gold", "v-"), ("ppo_gold_vanilla", "D-")):
         curve = report["ppo_training"][name]["curve"]
         if curve["oracle_score"] and len(curve["oracle_score"]) == len(curve["kl"]):
             ppo_ax.plot(curve["kl"], curve["oracle_score"], style, label=NAMES[name])

@@ -20,8 +20,9 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
   tell the policy's better answers from its worse ones, which PPO against it relies on);
 - ``ppo.reward_start``, ``ppo.reward_end``: mean RM score of the zero-shot answers of SFT-RMSP (where PPO starts)
   and of the PPO policy to the same held-out queries; ``ppo.kl``: the final policy's KL to SFT on PPO's held-out
-  prompts (``val/kl``); from the training log, ``ppo.rollout_score_first3`` / ``_last3`` (each rollout has other
-  prompts, so these differ by the prompts as much as by training) and ``ppo.rollout_kl_last3``;
+  prompts (``val/kl``); from the training log, ``ppo.rollouts`` (the run stops at its KL budget,
+  ``configs/sandbox/ppo.yaml``), ``ppo.rollout_score_first3`` / ``_last3`` (each rollout has other prompts, so these
+  differ by the prompts as much as by training) and ``ppo.rollout_kl_last3``;
 - ``winrate.ppo_vs_sft``: oracle-judged wins, ties and losses of PPO against SFT on the same queries;
 - ``hhh``: HHH A/B accuracy of the final policy (asked A or B) and of the RM (``configs/eval/hhh_*.yaml``);
 - ``wall_seconds``: per stage and in total (``wall_seconds.json``, written by the pipeline).
@@ -208,7 +209,8 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/kl"])
     report["ppo"].update(reward_start=statistics.fmean(sft_rewards[0]),
                          reward_end=statistics.fmean(rm.score(queries, answers["ppo"])),
-                         kl=ppo_log["val/kl"][-1], rollout_score_first3=statistics.fmean(ppo_log["rollout/score"][:3]),
+                         kl=ppo_log["val/kl"][-1], rollouts=len(ppo_log["rollout/score"]),
+                         rollout_score_first3=statistics.fmean(ppo_log["rollout/score"][:3]),
                          rollout_score_last3=statistics.fmean(ppo_log["rollout/score"][-3:]),
                          rollout_kl_last3=statistics.fmean(ppo_log["rollout/kl"][-3:]))
     tally = win_tie_loss(per_query["ppo"], per_query["sft_rmsp"])
@@ -275,7 +277,7 @@ def markdown(r: dict) -> str:
                  **r["sft_rmsp"]["best_of_n"]), "",
              f"PPO: RM score of the answers to the held-out queries {r['ppo']['reward_start']:.3f} (SFT) -> "
              f"{r['ppo']['reward_end']:.3f} (PPO); KL to SFT {r['ppo']['kl']:.3f} (held-out prompts). "
-             f"Rollouts (other prompts each): RM score {r['ppo']['rollout_score_first3']:.3f} (first 3) -> "
+             f"{r['ppo']['rollouts']} rollouts (other prompts each): RM score {r['ppo']['rollout_score_first3']:.3f} (first 3) -> "
              f"{r['ppo']['rollout_score_last3']:.3f} (last 3). "
              "PPO vs SFT (oracle): win {win:.3f}, tie {tie:.3f}, loss {loss:.3f} over {n} queries.".format(
                  **r["winrate"]["ppo_vs_sft"]), "",

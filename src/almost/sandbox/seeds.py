@@ -51,6 +51,7 @@ FINDINGS_MAIN = {
 FINDINGS_GOLD = {
     "gold_ppo_>_sft_by_0.05": ("policies.ppo_gold.oracle", "policies.sft_rmsp.oracle", 0.05),
     "gold_ppo_>_rm_ppo": ("policies.ppo_gold.oracle", "policies.ppo.oracle", 0.0),
+    "rm_ppo_at_its_kl_budget_>_past_it": ("policies.ppo.oracle", "policies.ppo_rm_long.oracle", 0.0),
     "gold_ppo_from_vanilla_m_>_vanilla_m_by_0.05": ("policies.ppo_gold_vanilla.oracle", "policies.vanilla_m.oracle",
                                                     0.05),
     "gold_rmsp_demonstrations_>_rm_rmsp": ("demonstrations.oracle_selects", "demonstrations.rm_selects", 0.0),
