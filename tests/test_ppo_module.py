@@ -320,7 +320,10 @@ def test_lora_reference_is_the_initial_policy_and_export_merges_the_adapter(tiny
 
 # --- 2 processes, FSDP2, through train.py ---------------------------------------------------------------
 def run_cli(tiny, out: Path, *extra: str) -> list[dict]:
-    """`train.py fit` of the sandbox PPO config on 2 CPU processes with FSDP2; the RolloutRecorder report per rank."""
+    """`train.py fit` of the sandbox PPO config on 2 CPU processes with FSDP2; the RolloutRecorder report per rank.
+    The callbacks list replaces the config's: the tiny policy would pass its KL budget in one rollout."""
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(out / "ckpt"), "save_last": True}}
     args = [sys.executable, "train.py", "fit", "--config", "configs/sandbox/ppo.yaml",
             "--config", "configs/parallel/fsdp.yaml",
             f"--model.init_args.source.path={tiny.policy}", f"--model.init_args.reward={tiny.reward}",
@@ -331,7 +334,7 @@ def run_cli(tiny, out: Path, *extra: str) -> list[dict]:
             f"--data.init_args.path={FIXTURES / 'prompts.jsonl'}", "--data.init_args.batch_size=4",
             "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--trainer.logger=false",
             f"--trainer.default_root_dir={out}",  # where the CLI writes config.yaml
-            "--trainer.enable_progress_bar=false", f"--trainer.callbacks.dirpath={out / 'ckpt'}",
+            "--trainer.enable_progress_bar=false", f"--trainer.callbacks={json.dumps([checkpoint])}",
             "--trainer.callbacks+=tests.ppo_helpers.RolloutRecorder", f"--trainer.callbacks.out={out / 'report'}",
             *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # 2 processes on 2 cores
