@@ -44,7 +44,7 @@ def stages() -> list[Stage]:
     world, queries, prompts = WORLD / "world.json", DATA / "queries.jsonl", DATA / "ppo_prompts.jsonl"
     gold_rmsp, samples = OUT / "data" / "rmsp.jsonl", OUT / "data" / "policy_samples.jsonl"
     return [
-        job("gold/rmsp", (_hf("pretrain_l"), world, queries), gold_rmsp, "rmsp"),
+        job("gold/rmsp", (_hf("pretrain_l"), world, queries, SANDBOX_CODE / "prompts.py"), gold_rmsp, "rmsp"),
         fit("gold/sft_rmsp", (gold_rmsp, _hf("pretrain_m")), (_hf("gold/sft_rmsp"),), "sft_rmsp"),
         fit("gold/ppo", (_hf("sft_rmsp"), _hf("rm"), world, prompts), (_hf("gold/ppo"),), "ppo"),
         fit("gold/ppo_vanilla", (_hf("pretrain_m"), _hf("rm"), world, prompts), (_hf("gold/ppo_vanilla"),),

@@ -101,20 +101,21 @@ def stages() -> list[Stage]:
     world = WORLD / "world.json"
     world_code = tuple(SANDBOX_CODE / f for f in ("build.py", "corpus.py", "world.py", "eval_files.py"))
     vanilla = tuple(_hf(f"pretrain_{size}") for size in "sml")
+    prompts = SANDBOX_CODE / "prompts.py"  # the few-shot prompts: every stage that renders them reruns after an edit
     return [
         Stage("world", (sys.executable, "-m", "almost.sandbox.build", "--out", str(WORLD)), world_code, (world,)),
         *[fit(f"pretrain_{size}", (world,), (_hf(f"pretrain_{size}"),)) for size in "sml"],
         Stage("baselines", (sys.executable, "-m", "almost.sandbox.baselines", "--world", str(WORLD),
                             "--out", str(RUNS / "baselines"),
                             *[f"--model={k}={_hf(f'pretrain_{k.lower()}').parent}" for k in "SML"]),
-              vanilla + (SANDBOX_CODE / "baselines.py", SANDBOX_CODE / "prompts.py"),
+              vanilla + (SANDBOX_CODE / "baselines.py", prompts),
               (RUNS / "baselines" / "baselines.json",)),
         job("mine", (vanilla[2], WORLD / "seed_queries.jsonl"), DATA / "queries.jsonl"),
-        job("responses", vanilla + (DATA / "queries.jsonl",), DATA / "responses.jsonl"),
+        job("responses", vanilla + (DATA / "queries.jsonl", prompts), DATA / "responses.jsonl"),
         job("comparisons", (DATA / "responses.jsonl",), DATA / "comparisons.jsonl"),
         fit("rm", (DATA / "comparisons.jsonl", vanilla[1]), (_hf("rm"),)),
-        job("rmsp", (vanilla[2], _hf("rm"), DATA / "queries.jsonl"), DATA / "rmsp.jsonl"),
-        job("selfplay", (vanilla[2], DATA / "queries.jsonl"), DATA / "selfplay.jsonl", "rmsp"),
+        job("rmsp", (vanilla[2], _hf("rm"), DATA / "queries.jsonl", prompts), DATA / "rmsp.jsonl"),
+        job("selfplay", (vanilla[2], DATA / "queries.jsonl", prompts), DATA / "selfplay.jsonl", "rmsp"),
         fit("sft_rmsp", (DATA / "rmsp.jsonl", vanilla[1]), (_hf("sft_rmsp"),)),
         fit("sft_selfplay", (DATA / "selfplay.jsonl", vanilla[1]), (_hf("sft_selfplay"),), "sft_rmsp"),
         Stage("ppo_prompts", (sys.executable, "-m", "almost.sandbox.prompt_mix", "--world", str(WORLD),
