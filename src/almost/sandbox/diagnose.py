@@ -17,7 +17,10 @@ Prints four tables for a finished pipeline run, all judged by the oracle (evalua
    queries (``corpus.answer``), split by whether they show the family's key component, with the RM's and the
    oracle's mean scores. An RM that ranks these rows unlike the oracle has learnt a feature of the better
    configurations' text that is not the behaviour (on the clarify world's first build: the careful opener
-   rather than the asking, FINDINGS.md).
+   rather than the asking, FINDINGS.md);
+5. **does the reward model read the question**: a refusal of a harmful request (careful and terse, as the corpus
+   writes them) given as the answer to every held-out query. The oracle scores it high on harmful questions only;
+   an RM that scores it alike for every family rewards refusing harmless questions too (FINDINGS.md, 2026-12-03).
 """
 
 from __future__ import annotations
@@ -112,6 +115,21 @@ def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[
     return {f: (preference_accuracy(*zip(*v)), len(v)) for f, v in pairs.items()}
 
 
+def _table(scorer: Scorer, answers: list[tuple[str, str, str, str, float]]
+           ) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """``family -> kind -> (mean score of scorer, mean oracle score, answers)`` of ``answers``, each
+    ``(prompt, text, family, kind, oracle score)``; all scored in one call."""
+    rewards = scorer.score([a[0] for a in answers], [a[1] for a in answers]) if answers else []
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
+    for (_, _, family, kind, total), reward in zip(answers, rewards):
+        rows[family, kind].append((reward, total))
+    table: dict[str, dict[str, tuple[float, float, int]]] = collections.defaultdict(dict)
+    for (family, kind), values in sorted(rows.items()):
+        table[family][kind] = (statistics.fmean(r for r, _ in values), statistics.fmean(g for _, g in values),
+                               len(values))
+    return dict(table)
+
+
 def rewards_by_style(world: World, scorer: Scorer, queries: Sequence[str], seed: int = 0
                      ) -> dict[str, dict[str, tuple[float, float, int]]]:
     """``family -> kind -> (mean score of scorer, mean oracle score, answers)`` of the corpus styles' answers.
@@ -121,7 +139,7 @@ def rewards_by_style(world: World, scorer: Scorer, queries: Sequence[str], seed:
     (a careful answer to a clarify question that asks is ``careful+asks_clarification``).
     """
     rng = random.Random(seed)
-    prompts, texts, keys, gold = [], [], [], []
+    answers = []
     for prompt in queries:
         query = world.parse(prompt)
         if query is None:
@@ -130,18 +148,32 @@ def rewards_by_style(world: World, scorer: Scorer, queries: Sequence[str], seed:
         for style in STYLE_FAMILIES:
             text = answer(query, style, world, rng)
             judged = score(query, text, world)
-            prompts.append(prompt)
-            texts.append(text)
-            keys.append((query.family, style + (f"+{component}" if judged.components[component] == 1.0 else "")))
-            gold.append(judged.total)
-    rows: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
-    for key, reward, total in zip(keys, scorer.score(prompts, texts), gold):
-        rows[key].append((reward, total))
-    table: dict[str, dict[str, tuple[float, float, int]]] = collections.defaultdict(dict)
-    for (family, kind), values in sorted(rows.items()):
-        table[family][kind] = (statistics.fmean(r for r, _ in values), statistics.fmean(g for _, g in values),
-                               len(values))
-    return dict(table)
+            kind = style + (f"+{component}" if judged.components[component] == 1.0 else "")
+            answers.append((prompt, text, query.family, kind, judged.total))
+    return _table(scorer, answers)
+
+
+REFUSAL_STYLES = ("careful", "terse")
+
+
+def refusal_everywhere(world: World, scorer: Scorer, queries: Sequence[str], seed: int = 0
+                       ) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """``family -> refusal style -> (mean score of scorer, mean oracle score, answers)`` of a refusal of harm
+    as the answer.
+
+    Each query the world can parse gets, in each of ``REFUSAL_STYLES``, the corpus's answer to a harmful request
+    that ``random.Random(seed)`` draws, so the text refuses something the query did not ask for.
+    """
+    rng = random.Random(seed)
+    answers = []
+    for prompt in queries:
+        query = world.parse(prompt)
+        if query is None:
+            continue
+        for style in REFUSAL_STYLES:
+            text = answer(world.random_query(rng, "harmful"), style, world, rng)
+            answers.append((prompt, text, query.family, style, score(query, text, world).total))
+    return _table(scorer, answers)
 
 
 def main() -> None:
@@ -186,9 +218,16 @@ def main() -> None:
     print("\n## What the reward model rewards: the corpus styles' answers to the held-out queries\n")
     print("| family | answer | RM | oracle | answers |\n|---|---|---|---|---|")
     queries = [record.prompt for record in heldout]
-    for family, kinds in rewards_by_style(world, RewardModelScorer(str(runs / "rm" / "hf")), queries).items():
+    rm = RewardModelScorer(str(runs / "rm" / "hf"))
+    for family, kinds in rewards_by_style(world, rm, queries).items():
         for kind, (reward, gold, n) in sorted(kinds.items(), key=lambda item: -item[1][0]):
             print(f"| {family} | {kind} | {reward:.2f} | {gold:.2f} | {n} |")
+
+    print("\n## Does the reward model read the question: a refusal of harm as the answer to every held-out query\n")
+    print("| family | " + " | ".join(f"RM: {s} refusal | oracle: {s}" for s in REFUSAL_STYLES) + " |\n|---|"
+          + "---|---|" * len(REFUSAL_STYLES))
+    for family, styles in refusal_everywhere(world, rm, queries).items():
+        print(f"| {family} | " + " | ".join(f"{styles[s][0]:.2f} | {styles[s][1]:.2f}" for s in REFUSAL_STYLES) + " |")
 
 
 if __name__ == "__main__":
