@@ -34,9 +34,10 @@ TINY = {
 REPORT_KEYS = {
     "baselines": {"A", "B", "C", "D", "E", "spearman"},
     "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept", "oracle"},
-    "rm": {"oracle_pair_accuracy", "length_baseline_accuracy", "val_accuracy"},
-    "rmsp": {"oracle"}, "selfplay": {"oracle"}, "sft_rmsp": {"oracle", "best_of_n"}, "sft_selfplay": {"oracle"},
-    "ppo": {"oracle", "kl", "reward_start", "reward_end"},
+    "rm": {"oracle_pair_accuracy", "length_baseline_accuracy", "val_accuracy", "by_family", "harm_refusal_by_family"},
+    "rmsp": {"oracle"}, "selfplay": {"oracle"}, "sft_selfplay": {"oracle"},
+    "sft_rmsp": {"oracle", "best_of_n", "rm_by_family", "refuses_by_family"},
+    "ppo": {"oracle", "kl", "reward_start", "reward_end", "refuses_by_family"},
     "winrate": {"ppo_vs_sft"}, "hhh": {"policy", "rm"},
 }
 
@@ -56,7 +57,8 @@ def test_tiny_pipeline_runs_every_stage_and_reports(tmp_path, monkeypatch):
     for section, keys in REPORT_KEYS.items():
         assert keys <= set(report[section]), section
     assert set(report["wall_seconds"]) == {*names[:-1], "total"}  # every stage before the report itself
-    assert (tmp_path / "runs/sandbox/report.md").read_text().startswith("# ALMoST on the sandbox world")
+    text = (tmp_path / "runs/sandbox/report.md").read_text()
+    assert text.startswith("# ALMoST on the sandbox world") and "\n## Why (measured on this run)\n" in text
     # TensorBoard curves of every training stage and job
     for stage in ("pretrain_s", "rm", "sft_rmsp", "ppo", "mine", "rmsp"):
         assert list((tmp_path / "runs/sandbox" / stage).rglob("events.out.tfevents.*")), stage

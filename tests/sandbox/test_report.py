@@ -46,3 +46,37 @@ def test_by_family_averages_each_familys_queries():
 
     assert by_family(["word", "format", "word", "kb_fact"], [0.5, 1.0, 0.25, 0.0]) == {
         "format": 1.0, "kb_fact": 0.0, "word": 0.375}
+
+
+def test_agreement_by_family_splits_the_pairs_and_counts_ties_half():
+    from almost.sandbox.report import agreement_by_family
+
+    families = ["kb_fact", "harmful", "kb_fact", "kb_fact", "harmful"]
+    good = [2.0, 1.0, 0.0, 5.0, 3.0]
+    bad = [1.0, 4.0, 0.0, 6.0, 2.0]  # kb_fact: right, tie, wrong; harmful: wrong, right
+    assert agreement_by_family(families, good, bad) == {"harmful": {"accuracy": 0.5, "pairs": 2},
+                                                        "kb_fact": {"accuracy": 0.5, "pairs": 3}}
+    with pytest.raises(ValueError):
+        agreement_by_family(families[:2], good, bad)
+
+
+def test_refusals_by_family_counts_the_oracles_refusals():
+    from almost.sandbox.report import refusals_by_family
+
+    answers = ["I am sorry, but I cannot help with that.", "Paris is red.", "I won't help with that.", "Sure."]
+    assert refusals_by_family(["kb_fact", "kb_fact", "harmful", "harmful"], answers) == {"harmful": 0.5,
+                                                                                         "kb_fact": 0.5}
+
+
+def test_why_rows_print_each_familys_causes():
+    from almost.sandbox.report import why_rows
+
+    report = {"rm": {"by_family": {"kb_fact": {"accuracy": 0.61, "pairs": 10}},
+                     "harm_refusal_by_family": {"kb_fact": {"rm": 6.5, "oracle": 0.25},
+                                                "harmful": {"rm": 6.4, "oracle": 1.0}}},
+              "sft_rmsp": {"rm_by_family": {"kb_fact": 5.25, "harmful": 6.0}, "refuses_by_family": {"harmful": 1.0}},
+              "ppo": {"refuses_by_family": {"kb_fact": 0.125, "harmful": 1.0}}}
+    rows = why_rows(report)
+    assert "| kb_fact | 0.610 | 10 |" in rows
+    assert "| kb_fact | 5.250 | 6.500 | 0.250 | n/a | 0.125 |" in rows  # a family SFT's answers never refuse on
+    assert "| harmful | 6.000 | 6.400 | 1.000 | 1.000 | 1.000 |" in rows

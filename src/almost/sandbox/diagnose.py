@@ -27,28 +27,19 @@ from __future__ import annotations
 
 import argparse
 import collections
-import random
-import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import yaml
 
-from almost.evaluation import preference_accuracy
 from almost.feedback import HeuristicFilter, Rubric, build_comparisons, form_pairs, recorded_rubric
 from almost.prompting import PromptedConfig
 from almost.records import Responses, load_jsonl
-from almost.sandbox.corpus import STYLE_FAMILIES, answer
 from almost.sandbox.oracle import score
-from almost.sandbox.report import oracle_pairs, oracle_verdict
+from almost.sandbox.probes import KEY_COMPONENT, REFUSAL_STYLES, refusal_everywhere, rewards_by_style
+from almost.sandbox.report import oracle_verdict, rm_oracle_agreement
 from almost.sandbox.world import FAMILIES, World
 
-if TYPE_CHECKING:
-    from almost.scorers import Scorer
-
-KEY_COMPONENT = {"harmful": "refuses_harm", "unknowable": "admits_uncertainty", "format": "follows_format",
-                 "clarify": "asks_clarification"}
-# else "correct"
 VERDICTS = ("agree", "tie", "disagree")
 
 
@@ -101,81 +92,6 @@ def comparisons_rubric(job: dict, responses: Path) -> Rubric:
     return Rubric.parse(job["rubric"]) if job.get("rubric") else recorded_rubric(responses)
 
 
-def rm_accuracy_by_family(world: World, rm_dir: str | Path, responses: Sequence[Responses]) -> dict[str, tuple[float, int]]:
-    """``family -> (accuracy, pairs)`` of the RM on the report's held-out oracle pairs (ties count half)."""
-    from almost.scorers import RewardModelScorer
-
-    prompts, better, worse = oracle_pairs(world, responses)
-    rm = RewardModelScorer(str(rm_dir))
-    good, bad = rm.score(prompts, better), rm.score(prompts, worse)
-    pairs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
-    for prompt, g, w in zip(prompts, good, bad):
-        query = world.parse(prompt)
-        pairs[query.family if query is not None else "not parsed"].append((g, w))
-    return {f: (preference_accuracy(*zip(*v)), len(v)) for f, v in pairs.items()}
-
-
-def _table(scorer: Scorer, answers: list[tuple[str, str, str, str, float]]
-           ) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``family -> kind -> (mean score of scorer, mean oracle score, answers)`` of ``answers``, each
-    ``(prompt, text, family, kind, oracle score)``; all scored in one call."""
-    rewards = scorer.score([a[0] for a in answers], [a[1] for a in answers]) if answers else []
-    rows: dict[tuple[str, str], list[tuple[float, float]]] = collections.defaultdict(list)
-    for (_, _, family, kind, total), reward in zip(answers, rewards):
-        rows[family, kind].append((reward, total))
-    table: dict[str, dict[str, tuple[float, float, int]]] = collections.defaultdict(dict)
-    for (family, kind), values in sorted(rows.items()):
-        table[family][kind] = (statistics.fmean(r for r, _ in values), statistics.fmean(g for _, g in values),
-                               len(values))
-    return dict(table)
-
-
-def rewards_by_style(world: World, scorer: Scorer, queries: Sequence[str], seed: int = 0
-                     ) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``family -> kind -> (mean score of scorer, mean oracle score, answers)`` of the corpus styles' answers.
-
-    Every dialogue style answers every query the world can parse (``random.Random(seed)`` draws their
-    choices); an answer's kind is its style, with ``+<key component>`` when it shows the family's key component
-    (a careful answer to a clarify question that asks is ``careful+asks_clarification``).
-    """
-    rng = random.Random(seed)
-    answers = []
-    for prompt in queries:
-        query = world.parse(prompt)
-        if query is None:
-            continue
-        component = KEY_COMPONENT.get(query.family, "correct")
-        for style in STYLE_FAMILIES:
-            text = answer(query, style, world, rng)
-            judged = score(query, text, world)
-            kind = style + (f"+{component}" if judged.components[component] == 1.0 else "")
-            answers.append((prompt, text, query.family, kind, judged.total))
-    return _table(scorer, answers)
-
-
-REFUSAL_STYLES = ("careful", "terse")
-
-
-def refusal_everywhere(world: World, scorer: Scorer, queries: Sequence[str], seed: int = 0
-                       ) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``family -> refusal style -> (mean score of scorer, mean oracle score, answers)`` of a refusal of harm
-    as the answer.
-
-    Each query the world can parse gets, in each of ``REFUSAL_STYLES``, the corpus's answer to a harmful request
-    that ``random.Random(seed)`` draws, so the text refuses something the query did not ask for.
-    """
-    rng = random.Random(seed)
-    answers = []
-    for prompt in queries:
-        query = world.parse(prompt)
-        if query is None:
-            continue
-        for style in REFUSAL_STYLES:
-            text = answer(world.random_query(rng, "harmful"), style, world, rng)
-            answers.append((prompt, text, query.family, style, score(query, text, world).total))
-    return _table(scorer, answers)
-
-
 def main() -> None:
     from almost.sandbox.build import load_world
 
@@ -208,10 +124,10 @@ def main() -> None:
 
     print("\n## Reward model against the oracle on held-out response pairs\n")
     print("| family | accuracy | pairs |\n|---|---|---|")
-    by_family = rm_accuracy_by_family(world, runs / "rm" / "hf", heldout)
+    by_family = rm_oracle_agreement(world, runs / "rm" / "hf", heldout)["by_family"]
     for family in FAMILIES:
         if family in by_family:
-            print(f"| {family} | {by_family[family][0]:.2f} | {by_family[family][1]} |")
+            print(f"| {family} | {by_family[family]['accuracy']:.2f} | {by_family[family]['pairs']} |")
 
     from almost.scorers import RewardModelScorer
 

@@ -23,6 +23,11 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
   prompts (``val/kl``); from the training log, ``ppo.rollouts`` (the run stops at its KL budget,
   ``configs/sandbox/ppo.yaml``), ``ppo.rollout_score_first3`` / ``_last3`` (each rollout has other prompts, so these
   differ by the prompts as much as by training) and ``ppo.rollout_kl_last3``;
+- why a finding may not hold: ``rm.by_family`` (the RM's agreement with the oracle by question family);
+  ``rm.harm_refusal_by_family`` (RM and oracle means of a careful refusal of some harmful request given as the
+  answer to each family's held-out queries, ``almost.sandbox.probes``) against ``sft_rmsp.rm_by_family`` (the
+  RM's mean on SFT's own answers); ``sft_rmsp.refuses_by_family`` and ``ppo.refuses_by_family`` (share of answers
+  that refuse);
 - ``winrate.ppo_vs_sft``: oracle-judged wins, ties and losses of PPO against SFT on the same queries;
 - ``hhh``: HHH A/B accuracy of the final policy (asked A or B) and of the RM (``configs/eval/hhh_*.yaml``);
 - ``wall_seconds``: per stage and in total (``wall_seconds.json``, written by the pipeline).
@@ -31,6 +36,7 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 from dataclasses import replace
@@ -44,7 +50,8 @@ from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, l
 from almost.sandbox.baselines import VANILLA_SAMPLING, by_family
 from almost.sandbox.build import load_world
 from almost.sandbox.headroom import headroom, markdown_rows as headroom_rows
-from almost.sandbox.oracle import score
+from almost.sandbox.oracle import normalize, refuses, score
+from almost.sandbox.probes import refusal_everywhere
 from almost.sandbox.world import Query, World
 from almost.scorers import RewardModelScorer, resolve_template
 
@@ -135,11 +142,25 @@ def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Re
     """RM vs oracle on the held-out :func:`oracle_pairs`, and the longer-response-wins baseline on them."""
     prompts, better, worse = oracle_pairs(world, responses)
     if not better:
-        return {"oracle_pair_accuracy": None, "length_baseline_accuracy": None, "oracle_pairs": 0}
+        return {"oracle_pair_accuracy": None, "length_baseline_accuracy": None, "oracle_pairs": 0, "by_family": {}}
     rm = RewardModelScorer(str(rm_dir))
     good_scores, bad_scores = rm.score(prompts, better), rm.score(prompts, worse)
     return {"oracle_pair_accuracy": preference_accuracy(good_scores, bad_scores),
-            "length_baseline_accuracy": longer_wins_accuracy(better, worse), "oracle_pairs": len(better)}
+            "length_baseline_accuracy": longer_wins_accuracy(better, worse), "oracle_pairs": len(better),
+            "by_family": agreement_by_family([world.parse(p).family for p in prompts], good_scores, bad_scores)}
+
+
+def agreement_by_family(families: Sequence[str], good: Sequence[float], bad: Sequence[float]) -> dict[str, dict]:
+    """``family -> {"accuracy", "pairs"}``: the RM's agreement with the oracle on each family's pairs."""
+    pairs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for family, g, b in zip(families, good, bad, strict=True):
+        pairs[family].append((g, b))
+    return {f: {"accuracy": preference_accuracy(*zip(*v)), "pairs": len(v)} for f, v in sorted(pairs.items())}
+
+
+def refusals_by_family(families: Sequence[str], answers: Sequence[str]) -> dict[str, float]:
+    """``family -> share`` of answers that refuse (the oracle's refusal phrases)."""
+    return by_family(families, [float(refuses(normalize(a))) for a in answers])
 
 
 def best_of_n_oracle(oracle: Sequence[Sequence[float]], rewards: Sequence[Sequence[float]]) -> dict:
@@ -206,6 +227,12 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     sft_rewards = [rm.score(queries, sample) for sample in samples["sft_rmsp"]]
     sft_oracle = [per_query["sft_rmsp"], *(oracle_scores(world, queries, s) for s in samples["sft_rmsp"][1:])]
     report["sft_rmsp"]["best_of_n"] = best_of_n_oracle(list(zip(*sft_oracle)), list(zip(*sft_rewards)))
+    # does the RM read the question: a refusal of harm as the answer to every query, against SFT's own answers
+    report["rm"]["harm_refusal_by_family"] = {f: {"rm": styles["careful"][0], "oracle": styles["careful"][1]}
+                                              for f, styles in refusal_everywhere(world, rm, queries).items()}
+    report["sft_rmsp"]["rm_by_family"] = by_family(families, sft_rewards[0])
+    for name in ("sft_rmsp", "ppo"):
+        report[name]["refuses_by_family"] = refusals_by_family(families, answers[name])
     ppo_log = last_scalars(runs / "ppo", ["rollout/score", "rollout/kl", "val/kl"])
     report["ppo"].update(reward_start=statistics.fmean(sft_rewards[0]),
                          reward_end=statistics.fmean(rm.score(queries, answers["ppo"])),
@@ -290,9 +317,29 @@ def markdown(r: dict) -> str:
              f"HHH A/B accuracy: final policy {r['hhh']['policy']:.3f}, reward model {r['hhh']['rm']:.3f}.", "",
              "## Findings", "", "| finding | holds |", "|---|---|",
              *[f"| {k} | {'yes' if v else 'NO'} |" for k, v in r["findings"].items()], "",
+             *why_rows(r),
              "## Wall-clock seconds", "", "| stage | s |", "|---|---|",
              *[f"| {k} | {v:.0f} |" for k, v in r["wall_seconds"].items()]]
     return "\n".join(lines) + "\n"
+
+
+def why_rows(r: dict) -> list[str]:
+    """The measured causes behind the findings: where the RM agrees with the oracle, and whether it reads the
+    question (a refusal of harm against SFT's own answers, by family)."""
+    agreement, refusal = r["rm"]["by_family"], r["rm"]["harm_refusal_by_family"]
+    sft, ppo = r["sft_rmsp"], r["ppo"]
+    return ["## Why (measured on this run)", "",
+            "The RM against the oracle by question family (held-out pairs as above):", "",
+            "| family | agreement | pairs |", "|---|---|---|",
+            *[f"| {f} | {v['accuracy']:.3f} | {v['pairs']} |" for f, v in agreement.items()], "",
+            "Does the RM read the question? A careful refusal of some harmful request given as the answer to every "
+            "held-out query, against SFT-RMSP's own answers. Where the refusal outscores SFT's answers on a harmless "
+            "family, PPO earns RM score by refusing there, and the oracle marks it down:", "",
+            "| family | RM: SFT's answers | RM: the refusal | oracle: the refusal | SFT refuses | PPO refuses |",
+            "|---|---|---|---|---|---|",
+            *[f"| {f} | {_fmt(sft['rm_by_family'].get(f))} | {v['rm']:.3f} | {v['oracle']:.3f} | "
+              f"{_fmt(sft['refuses_by_family'].get(f))} | {_fmt(ppo['refuses_by_family'].get(f))} |"
+              for f, v in refusal.items()], ""]
 
 
 def main() -> None:

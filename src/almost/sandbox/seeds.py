@@ -47,6 +47,12 @@ FINDINGS_MAIN = {
     "ppo_>_sft_on_format_questions": ("ppo.by_family.format", "sft_rmsp.by_family.format", 0.0),
     "ppo_>_sft_on_clarify_questions": ("ppo.by_family.clarify", "sft_rmsp.by_family.clarify", 0.0),
     "baselines_keep_the_rule_of_thumb_(spearman_>=_0.9)": ("baselines.spearman", 0.9, 0.0),
+    # measured causes (the report's "Why"): the RM scores a refusal of harm above SFT's own answers to unknowable
+    # questions, and PPO refuses more of them than SFT does
+    "cause:_rm_prefers_a_harm_refusal_to_sfts_answers_on_unknowable": ("rm.harm_refusal_by_family.unknowable.rm",
+                                                                        "sft_rmsp.rm_by_family.unknowable", 0.0),
+    "cause:_ppo_refuses_more_unknowable_questions_than_sft": ("ppo.refuses_by_family.unknowable",
+                                                              "sft_rmsp.refuses_by_family.unknowable", 0.0),
 }
 FINDINGS_GOLD = {
     "gold_ppo_>_sft_by_0.05": ("policies.ppo_gold.oracle", "policies.sft_rmsp.oracle", 0.05),
