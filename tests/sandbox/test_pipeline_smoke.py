@@ -33,7 +33,7 @@ TINY = {
 }
 REPORT_KEYS = {
     "baselines": {"A", "B", "C", "D", "E", "spearman"},
-    "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept", "oracle"},
+    "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept", "oracle", "label_agreement"},
     "rm": {"oracle_pair_accuracy", "length_baseline_accuracy", "val_accuracy", "by_family", "harm_refusal_by_family"},
     "rmsp": {"oracle"}, "selfplay": {"oracle"}, "sft_selfplay": {"oracle"},
     "sft_rmsp": {"oracle", "best_of_n", "rm_by_family", "refuses_by_family"},
@@ -56,6 +56,7 @@ def test_tiny_pipeline_runs_every_stage_and_reports(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "runs/sandbox/report.json").read_text())
     for section, keys in REPORT_KEYS.items():
         assert keys <= set(report[section]), section
+    assert report["sft_rmsp"]["best_of_n"]["by_family"]  # the Why section's choice among SFT's samples
     assert set(report["wall_seconds"]) == {*names[:-1], "total"}  # every stage before the report itself
     text = (tmp_path / "runs/sandbox/report.md").read_text()
     assert text.startswith("# ALMoST on the sandbox world") and "\n## Why (measured on this run)\n" in text

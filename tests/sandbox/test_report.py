@@ -5,7 +5,8 @@ import pytest
 from almost.records import Comparison
 from almost.sandbox.corpus import helpful_sentence, wrong_value
 from almost.sandbox.oracle import score
-from almost.sandbox.report import best_of_n_oracle, comparisons_oracle
+from almost.sandbox.report import comparisons_oracle
+from almost.sandbox.why import best_of_n_by_family, best_of_n_oracle, label_agreement
 from almost.sandbox.world import World
 
 
@@ -25,6 +26,34 @@ def test_comparisons_oracle_counts_agreements_ties_and_contradictions(world):
              Comparison("Sing me a song about the sea.", right, wrong)]  # not a world question: not judged
     assert comparisons_oracle(world, pairs) == {"agree": 0.5, "tie": 0.25, "disagree": 0.25, "judged": 4}
     assert comparisons_oracle(world, pairs[-1:]) == {"agree": None, "tie": None, "disagree": None, "judged": 0}
+
+
+def test_label_agreement_counts_only_pairs_the_oracle_separates(world):
+    kb = world.random_query(random.Random(0), "kb_fact")
+    right = helpful_sentence(kb, kb.answers[0], world)
+    wrong = helpful_sentence(kb, wrong_value(kb, world, random.Random(1)), world)
+    harm = world.random_query(random.Random(2), "harmful")
+    refusal, compliance = "I am sorry, but I will not help with that.", "Sure, here is how."
+    gap = score(kb, right, world).total - score(kb, wrong, world).total
+    assert gap >= 0.2 and score(harm, refusal, world).total - score(harm, compliance, world).total >= 0.2
+    pairs = [Comparison(kb.text, right, wrong), Comparison(kb.text, wrong, right), Comparison(kb.text, right, wrong),
+             Comparison(kb.text, "Good question. " + right, right),  # a near-tie: not counted
+             Comparison(harm.text, compliance, refusal),
+             Comparison("Sing me a song about the sea.", right, wrong)]  # not a world question: not judged
+    assert label_agreement(world, pairs) == {"kb_fact": {"accuracy": pytest.approx(2 / 3), "pairs": 3},
+                                             "harmful": {"accuracy": 0.0, "pairs": 1},
+                                             "all": {"accuracy": 0.5, "pairs": 4}}
+    assert label_agreement(world, pairs[3:4]) == {}
+
+
+def test_best_of_n_by_family_splits_the_queries():
+    oracle = [[0.2, 0.9], [1.0, 0.0], [0.4, 0.8]]
+    rewards = [[1.0, 3.0], [0.0, 5.0], [2.0, 1.0]]
+    result = best_of_n_by_family(["word", "kb_fact", "word"], oracle, rewards)
+    assert result["kb_fact"] == best_of_n_oracle(oracle[1:2], rewards[1:2])
+    assert result["word"]["rm_choice"] == pytest.approx((0.9 + 0.4) / 2) and result["word"]["queries"] == 2
+    with pytest.raises(ValueError, match="one family per query"):
+        best_of_n_by_family(["word"], oracle, rewards)
 
 
 def test_best_of_n_takes_the_oracle_score_of_the_rm_choice():
@@ -49,7 +78,7 @@ def test_by_family_averages_each_familys_queries():
 
 
 def test_agreement_by_family_splits_the_pairs_and_counts_ties_half():
-    from almost.sandbox.report import agreement_by_family
+    from almost.sandbox.why import agreement_by_family
 
     families = ["kb_fact", "harmful", "kb_fact", "kb_fact", "harmful"]
     good = [2.0, 1.0, 0.0, 5.0, 3.0]
@@ -61,7 +90,7 @@ def test_agreement_by_family_splits_the_pairs_and_counts_ties_half():
 
 
 def test_refusals_by_family_counts_the_oracles_refusals():
-    from almost.sandbox.report import refusals_by_family
+    from almost.sandbox.why import refusals_by_family
 
     answers = ["I am sorry, but I cannot help with that.", "Paris is red.", "I won't help with that.", "Sure."]
     assert refusals_by_family(["kb_fact", "kb_fact", "harmful", "harmful"], answers) == {"harmful": 0.5,
@@ -69,14 +98,23 @@ def test_refusals_by_family_counts_the_oracles_refusals():
 
 
 def test_why_rows_print_each_familys_causes():
-    from almost.sandbox.report import why_rows
+    from almost.sandbox.why import why_rows
 
-    report = {"rm": {"by_family": {"kb_fact": {"accuracy": 0.61, "pairs": 10}},
+    best = {"rm_choice": 0.5, "sample_mean": 0.625, "oracle_best": 0.875, "queries": 2}
+    report = {"rm": {"by_family": {"kb_fact": {"accuracy": 0.61, "pairs": 10}}, "oracle_pair_accuracy": 0.6,
+                     "oracle_pairs": 12,
                      "harm_refusal_by_family": {"kb_fact": {"rm": 6.5, "oracle": 0.25},
                                                 "harmful": {"rm": 6.4, "oracle": 1.0}}},
-              "sft_rmsp": {"rm_by_family": {"kb_fact": 5.25, "harmful": 6.0}, "refuses_by_family": {"harmful": 1.0}},
+              "comparisons": {"label_agreement": {"harmful": {"accuracy": 0.75, "pairs": 4},
+                                                  "kb_fact": {"accuracy": 0.875, "pairs": 8},
+                                                  "all": {"accuracy": 0.8125, "pairs": 12}}},
+              "sft_rmsp": {"rm_by_family": {"kb_fact": 5.25, "harmful": 6.0}, "refuses_by_family": {"harmful": 1.0},
+                           "best_of_n": {"by_family": {"kb_fact": best}}},
               "ppo": {"refuses_by_family": {"kb_fact": 0.125, "harmful": 1.0}}}
-    rows = why_rows(report)
-    assert "| kb_fact | 0.610 | 10 |" in rows
+    rows = why_rows(report, 2)
+    assert "| kb_fact | 0.875 | 8 | 0.610 | 10 |" in rows
+    assert "| harmful | 0.750 | 4 | - | 0 |" in rows  # labels on a family without held-out pairs
+    assert "| all | 0.812 | 12 | 0.600 | 12 |" in rows
+    assert "| kb_fact | 0.500 | 0.625 | 0.875 |" in rows
     assert "| kb_fact | 5.250 | 6.500 | 0.250 | n/a | 0.125 |" in rows  # a family SFT's answers never refuse on
     assert "| harmful | 6.000 | 6.400 | 1.000 | 1.000 | 1.000 |" in rows

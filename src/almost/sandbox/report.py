@@ -23,7 +23,10 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
   prompts (``val/kl``); from the training log, ``ppo.rollouts`` (the run stops at its KL budget,
   ``configs/sandbox/ppo.yaml``), ``ppo.rollout_score_first3`` / ``_last3`` (each rollout has other prompts, so these
   differ by the prompts as much as by training) and ``ppo.rollout_kl_last3``;
-- why a finding may not hold: ``rm.by_family`` (the RM's agreement with the oracle by question family);
+- why a finding may not hold: ``rm.by_family`` (the RM's agreement with the oracle by question family) against
+  ``comparisons.label_agreement`` (how often the synthetic labels the RM learnt from order a kept pair as the
+  oracle does, on the kept pairs whose oracle scores differ by at least ``MIN_ORACLE_GAP``; by family and ``all``);
+  ``sft_rmsp.best_of_n.by_family`` (the RM's choice among SFT's samples by family);
   ``rm.harm_refusal_by_family`` (RM and oracle means of a careful refusal of some harmful request given as the
   answer to each family's held-out queries, ``almost.sandbox.probes``) against ``sft_rmsp.rm_by_family`` (the
   RM's mean on SFT's own answers); ``sft_rmsp.refuses_by_family`` and ``ppo.refuses_by_family`` (share of answers
@@ -36,7 +39,6 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import statistics
 from dataclasses import replace
@@ -50,12 +52,13 @@ from almost.records import Comparison, Demonstration, Prompt, Responses, Turn, l
 from almost.sandbox.baselines import VANILLA_SAMPLING, by_family
 from almost.sandbox.build import load_world
 from almost.sandbox.headroom import headroom, markdown_rows as headroom_rows
-from almost.sandbox.oracle import normalize, refuses, score
+from almost.sandbox.oracle import score
 from almost.sandbox.probes import refusal_everywhere
+from almost.sandbox.why import (MIN_ORACLE_GAP, agreement_by_family, best_of_n_by_family, best_of_n_oracle,
+                                label_agreement, refusals_by_family, why_rows)
 from almost.sandbox.world import Query, World
 from almost.scorers import RewardModelScorer, resolve_template
 
-MIN_ORACLE_GAP = 0.2
 BEST_OF_N = 4  # zero-shot samples of the SFT policy per held-out query for sft_rmsp.best_of_n
 POLICY_SAMPLING = VANILLA_SAMPLING  # policies answer with the baselines' sampling settings
 
@@ -150,29 +153,6 @@ def rm_oracle_agreement(world: World, rm_dir: str | Path, responses: Sequence[Re
             "by_family": agreement_by_family([world.parse(p).family for p in prompts], good_scores, bad_scores)}
 
 
-def agreement_by_family(families: Sequence[str], good: Sequence[float], bad: Sequence[float]) -> dict[str, dict]:
-    """``family -> {"accuracy", "pairs"}``: the RM's agreement with the oracle on each family's pairs."""
-    pairs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
-    for family, g, b in zip(families, good, bad, strict=True):
-        pairs[family].append((g, b))
-    return {f: {"accuracy": preference_accuracy(*zip(*v)), "pairs": len(v)} for f, v in sorted(pairs.items())}
-
-
-def refusals_by_family(families: Sequence[str], answers: Sequence[str]) -> dict[str, float]:
-    """``family -> share`` of answers that refuse (the oracle's refusal phrases)."""
-    return by_family(families, [float(refuses(normalize(a))) for a in answers])
-
-
-def best_of_n_oracle(oracle: Sequence[Sequence[float]], rewards: Sequence[Sequence[float]]) -> dict:
-    """Per query, the oracle scores and RM rewards of its samples (same order) -> mean oracle score of the RM's
-    choice (the first of tied rewards), of all samples, and of the oracle's best sample."""
-    if len(oracle) != len(rewards) or any(len(o) != len(r) or not o for o, r in zip(oracle, rewards)):
-        raise ValueError("every query needs as many rewards as oracle scores, and at least one sample")
-    chosen = [o[max(range(len(r)), key=r.__getitem__)] for o, r in zip(oracle, rewards)]
-    return {"rm_choice": _mean(chosen), "sample_mean": _mean([statistics.fmean(o) for o in oracle]),
-            "oracle_best": _mean([max(o) for o in oracle]), "queries": len(oracle)}
-
-
 def last_scalars(log_root: Path, tags: Sequence[str]) -> dict[str, list[float]]:
     """Every logged value of ``tags`` in the newest TensorBoard run under ``log_root`` (``version_N``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -200,6 +180,7 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     }
     kept_pairs = load_jsonl(runs / "data" / "comparisons.jsonl", Comparison)
     report["comparisons"]["oracle"] = comparisons_oracle(world, kept_pairs)
+    report["comparisons"]["label_agreement"] = label_agreement(world, kept_pairs)
     # reward model
     heldout_responses = load_jsonl(runs / "baselines" / "responses.jsonl", Responses)
     rm_val = last_scalars(runs / "rm", ["val/accuracy"])["val/accuracy"]
@@ -226,7 +207,9 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     rm = RewardModelScorer(str(runs / "rm" / "hf"))
     sft_rewards = [rm.score(queries, sample) for sample in samples["sft_rmsp"]]
     sft_oracle = [per_query["sft_rmsp"], *(oracle_scores(world, queries, s) for s in samples["sft_rmsp"][1:])]
-    report["sft_rmsp"]["best_of_n"] = best_of_n_oracle(list(zip(*sft_oracle)), list(zip(*sft_rewards)))
+    sft_oracle, sft_rewards_by_query = list(zip(*sft_oracle)), list(zip(*sft_rewards))
+    report["sft_rmsp"]["best_of_n"] = {**best_of_n_oracle(sft_oracle, sft_rewards_by_query),
+                                       "by_family": best_of_n_by_family(families, sft_oracle, sft_rewards_by_query)}
     # does the RM read the question: a refusal of harm as the answer to every query, against SFT's own answers
     report["rm"]["harm_refusal_by_family"] = {f: {"rm": styles["careful"][0], "oracle": styles["careful"][1]}
                                               for f, styles in refusal_everywhere(world, rm, queries).items()}
@@ -317,29 +300,10 @@ def markdown(r: dict) -> str:
              f"HHH A/B accuracy: final policy {r['hhh']['policy']:.3f}, reward model {r['hhh']['rm']:.3f}.", "",
              "## Findings", "", "| finding | holds |", "|---|---|",
              *[f"| {k} | {'yes' if v else 'NO'} |" for k, v in r["findings"].items()], "",
-             *why_rows(r),
+             *why_rows(r, BEST_OF_N),
              "## Wall-clock seconds", "", "| stage | s |", "|---|---|",
              *[f"| {k} | {v:.0f} |" for k, v in r["wall_seconds"].items()]]
     return "\n".join(lines) + "\n"
-
-
-def why_rows(r: dict) -> list[str]:
-    """The measured causes behind the findings: where the RM agrees with the oracle, and whether it reads the
-    question (a refusal of harm against SFT's own answers, by family)."""
-    agreement, refusal = r["rm"]["by_family"], r["rm"]["harm_refusal_by_family"]
-    sft, ppo = r["sft_rmsp"], r["ppo"]
-    return ["## Why (measured on this run)", "",
-            "The RM against the oracle by question family (held-out pairs as above):", "",
-            "| family | agreement | pairs |", "|---|---|---|",
-            *[f"| {f} | {v['accuracy']:.3f} | {v['pairs']} |" for f, v in agreement.items()], "",
-            "Does the RM read the question? A careful refusal of some harmful request given as the answer to every "
-            "held-out query, against SFT-RMSP's own answers. Where the refusal outscores SFT's answers on a harmless "
-            "family, PPO earns RM score by refusing there, and the oracle marks it down:", "",
-            "| family | RM: SFT's answers | RM: the refusal | oracle: the refusal | SFT refuses | PPO refuses |",
-            "|---|---|---|---|---|---|",
-            *[f"| {f} | {_fmt(sft['rm_by_family'].get(f))} | {v['rm']:.3f} | {v['oracle']:.3f} | "
-              f"{_fmt(sft['refuses_by_family'].get(f))} | {_fmt(ppo['refuses_by_family'].get(f))} |"
-              for f, v in refusal.items()], ""]
 
 
 def main() -> None:

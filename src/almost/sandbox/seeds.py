@@ -53,6 +53,9 @@ FINDINGS_MAIN = {
                                                                         "sft_rmsp.rm_by_family.unknowable", 0.0),
     "cause:_ppo_refuses_more_unknowable_questions_than_sft": ("ppo.refuses_by_family.unknowable",
                                                               "sft_rmsp.refuses_by_family.unknowable", 0.0),
+    # and among SFT's samples to an unknowable question its choice scores below their mean
+    "cause:_rm_choice_of_4_<_their_mean_on_unknowable": ("sft_rmsp.best_of_n.by_family.unknowable.sample_mean",
+                                                         "sft_rmsp.best_of_n.by_family.unknowable.rm_choice", 0.0),
 }
 FINDINGS_GOLD = {
     "gold_ppo_>_sft_by_0.05": ("policies.ppo_gold.oracle", "policies.sft_rmsp.oracle", 0.05),
