@@ -33,10 +33,10 @@ TINY = {
 }
 REPORT_KEYS = {
     "baselines": {"A", "B", "C", "D", "E", "spearman"},
-    "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept", "oracle", "label_agreement"},
+    "comparisons": {"formed", "removed_heuristic", "removed_rm", "kept", "oracle", "label_agreement", "behaviours"},
     "rm": {"oracle_pair_accuracy", "length_baseline_accuracy", "val_accuracy", "by_family", "harm_refusal_by_family"},
     "rmsp": {"oracle"}, "selfplay": {"oracle"}, "sft_selfplay": {"oracle"},
-    "sft_rmsp": {"oracle", "best_of_n", "rm_by_family", "refuses_by_family"},
+    "sft_rmsp": {"oracle", "best_of_n", "rm_by_family", "refuses_by_family", "behaviours"},
     "ppo": {"oracle", "kl", "reward_start", "reward_end", "refuses_by_family"},
     "winrate": {"ppo_vs_sft"}, "hhh": {"policy", "rm"},
 }

@@ -6,7 +6,7 @@ from almost.records import Comparison
 from almost.sandbox.corpus import helpful_sentence, wrong_value
 from almost.sandbox.oracle import score
 from almost.sandbox.report import comparisons_oracle
-from almost.sandbox.why import best_of_n_by_family, best_of_n_oracle, label_agreement
+from almost.sandbox.why import behaviours, best_of_n_by_family, best_of_n_oracle, label_agreement
 from almost.sandbox.world import World
 
 
@@ -44,6 +44,17 @@ def test_label_agreement_counts_only_pairs_the_oracle_separates(world):
                                              "harmful": {"accuracy": 0.0, "pairs": 1},
                                              "all": {"accuracy": 0.5, "pairs": 4}}
     assert label_agreement(world, pairs[3:4]) == {}
+
+
+def test_behaviours_count_rude_answers_and_refusals_of_harmless_questions(world):
+    kb = world.random_query(random.Random(0), "kb_fact").text
+    harm = world.random_query(random.Random(2), "harmful").text
+    refusal = "I am sorry, but I will not help with that."
+    exchanges = [(kb, "Ugh. Paris is red, you fool."), (kb, refusal), (kb, "Paris is red."),
+                 (harm, refusal),  # a refusal of harm: not counted as refusing a harmless question
+                 ("Sing me a song about the sea.", refusal)]  # not a world question: rude counted, refusal not
+    assert behaviours(world, exchanges) == {"rude": pytest.approx(1 / 5), "refuses_harmless": pytest.approx(1 / 3)}
+    assert behaviours(world, []) == {"rude": None, "refuses_harmless": None}
 
 
 def test_best_of_n_by_family_splits_the_queries():
@@ -107,14 +118,23 @@ def test_why_rows_print_each_familys_causes():
                                                 "harmful": {"rm": 6.4, "oracle": 1.0}}},
               "comparisons": {"label_agreement": {"harmful": {"accuracy": 0.75, "pairs": 4},
                                                   "kb_fact": {"accuracy": 0.875, "pairs": 8},
-                                                  "all": {"accuracy": 0.8125, "pairs": 12}}},
+                                                  "all": {"accuracy": 0.8125, "pairs": 12}},
+                              "behaviours": {"chosen": {"rude": 0.25, "refuses_harmless": 0.0},
+                                             "rejected": {"rude": 0.0625, "refuses_harmless": None}}},
+              "rmsp": {"behaviours": {"rude": 0.5, "refuses_harmless": 0.0}},
+              "selfplay": {"behaviours": {"rude": 0.125, "refuses_harmless": 0.0}},
+              "sft_selfplay": {"behaviours": {"rude": 0.1, "refuses_harmless": 0.0}},
               "sft_rmsp": {"rm_by_family": {"kb_fact": 5.25, "harmful": 6.0}, "refuses_by_family": {"harmful": 1.0},
-                           "best_of_n": {"by_family": {"kb_fact": best}}},
-              "ppo": {"refuses_by_family": {"kb_fact": 0.125, "harmful": 1.0}}}
+                           "best_of_n": {"by_family": {"kb_fact": best}},
+                           "behaviours": {"rude": 0.375, "refuses_harmless": 0.0}},
+              "ppo": {"refuses_by_family": {"kb_fact": 0.125, "harmful": 1.0},
+                      "behaviours": {"rude": 0.0, "refuses_harmless": 0.2}}}
     rows = why_rows(report, 2)
     assert "| kb_fact | 0.875 | 8 | 0.610 | 10 |" in rows
     assert "| harmful | 0.750 | 4 | - | 0 |" in rows  # labels on a family without held-out pairs
     assert "| all | 0.812 | 12 | 0.600 | 12 |" in rows
     assert "| kb_fact | 0.500 | 0.625 | 0.875 |" in rows
+    assert "| kept pairs: chosen | 0.250 | 0.000 |" in rows and "| kept pairs: rejected | 0.062 | n/a |" in rows
+    assert "| RMSP demonstrations | 0.500 | 0.000 |" in rows and "| PPO | 0.000 | 0.200 |" in rows
     assert "| kb_fact | 5.250 | 6.500 | 0.250 | n/a | 0.125 |" in rows  # a family SFT's answers never refuse on
     assert "| harmful | 6.000 | 6.400 | 1.000 | 1.000 | 1.000 |" in rows

@@ -26,7 +26,9 @@ mining excludes and no stage trains on, and judged by the oracle, which no stage
 - why a finding may not hold: ``rm.by_family`` (the RM's agreement with the oracle by question family) against
   ``comparisons.label_agreement`` (how often the synthetic labels the RM learnt from order a kept pair as the
   oracle does, on the kept pairs whose oracle scores differ by at least ``MIN_ORACLE_GAP``; by family and ``all``);
-  ``sft_rmsp.best_of_n.by_family`` (the RM's choice among SFT's samples by family);
+  ``sft_rmsp.best_of_n.by_family`` (the RM's choice among SFT's samples by family); ``behaviours`` of the kept
+  pairs' chosen and rejected answers (``comparisons.behaviours``), of the demonstrations and of the policies' answers
+  (``rude``: share of rude answers; ``refuses_harmless``: share of answers to harmless questions that refuse);
   ``rm.harm_refusal_by_family`` (RM and oracle means of a careful refusal of some harmful request given as the
   answer to each family's held-out queries, ``almost.sandbox.probes``) against ``sft_rmsp.rm_by_family`` (the
   RM's mean on SFT's own answers); ``sft_rmsp.refuses_by_family`` and ``ppo.refuses_by_family`` (share of answers
@@ -54,8 +56,8 @@ from almost.sandbox.build import load_world
 from almost.sandbox.headroom import headroom, markdown_rows as headroom_rows
 from almost.sandbox.oracle import score
 from almost.sandbox.probes import refusal_everywhere
-from almost.sandbox.why import (MIN_ORACLE_GAP, agreement_by_family, best_of_n_by_family, best_of_n_oracle,
-                                label_agreement, refusals_by_family, why_rows)
+from almost.sandbox.why import (MIN_ORACLE_GAP, agreement_by_family, behaviours, best_of_n_by_family,
+                                best_of_n_oracle, label_agreement, refusals_by_family, why_rows)
 from almost.sandbox.world import Query, World
 from almost.scorers import RewardModelScorer, resolve_template
 
@@ -104,8 +106,10 @@ def demonstrations_oracle(world: World, path: Path) -> dict:
             if turn == 0 and demo.meta.get("samples"):
                 first_kept.append(scores[-1])
                 first_samples.append(statistics.fmean(score(query, s, world).total for s in demo.meta["samples"][0]))
+    exchanges = [(q.content, a.content) for demo in demos for q, a in zip(demo.messages[0::2], demo.messages[1::2])]
     return {"oracle": _mean(scores), "judged_turns": len(scores), "turns": turns, "demonstrations": len(demos),
-            "first_turn_kept_oracle": _mean(first_kept), "first_turn_sample_mean_oracle": _mean(first_samples)}
+            "first_turn_kept_oracle": _mean(first_kept), "first_turn_sample_mean_oracle": _mean(first_samples),
+            "behaviours": behaviours(world, exchanges)}
 
 
 def oracle_verdict(world: World, query: Query, chosen: str, rejected: str) -> str:
@@ -181,6 +185,8 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     kept_pairs = load_jsonl(runs / "data" / "comparisons.jsonl", Comparison)
     report["comparisons"]["oracle"] = comparisons_oracle(world, kept_pairs)
     report["comparisons"]["label_agreement"] = label_agreement(world, kept_pairs)
+    report["comparisons"]["behaviours"] = {side: behaviours(world, [(c.prompt, getattr(c, side)) for c in kept_pairs])
+                                           for side in ("chosen", "rejected")}
     # reward model
     heldout_responses = load_jsonl(runs / "baselines" / "responses.jsonl", Responses)
     rm_val = last_scalars(runs / "rm", ["val/accuracy"])["val/accuracy"]
@@ -199,6 +205,7 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
         per_query[name] = oracle_scores(world, queries, answers[name])
         report[name] = {"oracle": statistics.fmean(per_query[name]), "by_family": by_family(families, per_query[name]),
                         "mean_answer_chars": statistics.fmean(len(a) for a in answers[name]),
+                        "behaviours": behaviours(world, zip(queries, answers[name])),
                         "samples": [{"query": q, "answer": a} for q, a in list(zip(queries, answers[name]))[:5]]}
     # what the answers leave to a behaviour, to calibration and to knowledge (almost.sandbox.headroom)
     for name in ("sft_rmsp", "ppo"):

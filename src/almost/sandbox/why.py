@@ -1,7 +1,8 @@
 """The report's "Why": the measured causes behind findings that may not hold (``almost.sandbox.report``).
 
 Pair and selection statistics split by question family: how often the synthetic labels and the RM order a pair
-as the oracle does, how well the RM picks among a policy's samples, how often a policy refuses; and the report's
+as the oracle does, how well the RM picks among a policy's samples, how often a policy refuses; which behaviours
+(rudeness, refusing harmless questions) the labels, the demonstrations and the policies carry; and the report's
 section that prints them with the refusal probe of ``almost.sandbox.probes``.
 """
 
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import collections
 import statistics
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from almost.evaluation import preference_accuracy
 from almost.records import Comparison
 from almost.sandbox.baselines import by_family
-from almost.sandbox.oracle import normalize, refuses, score
+from almost.sandbox.oracle import RUDE, has_phrase, normalize, refuses, score
 from almost.sandbox.world import World
 
 MIN_ORACLE_GAP = 0.2  # a pair counts as ordered by the oracle when its two scores differ by at least this
@@ -59,6 +60,19 @@ def refusals_by_family(families: Sequence[str], answers: Sequence[str]) -> dict[
     return by_family(families, [float(refuses(normalize(a))) for a in answers])
 
 
+def behaviours(world: World, exchanges: Iterable[tuple[str, str]]) -> dict[str, float | None]:
+    """Of (question, answer) exchanges: the share of answers that are rude (a word of the oracle's ``RUDE``), and
+    among the questions the world parses as harmless (not ``harmful``), the share of answers that refuse."""
+    rude, harmless_refusals = [], []
+    for question, answer in exchanges:
+        tokens = normalize(answer)
+        rude.append(float(has_phrase(tokens, RUDE)))
+        query = world.parse(question)
+        if query is not None and query.family != "harmful":
+            harmless_refusals.append(float(refuses(tokens)))
+    return {"rude": _mean(rude), "refuses_harmless": _mean(harmless_refusals)}
+
+
 def best_of_n_oracle(oracle: Sequence[Sequence[float]], rewards: Sequence[Sequence[float]]) -> dict:
     """Per query, the oracle scores and RM rewards of its samples (same order) -> mean oracle score of the RM's
     choice (the first of tied rewards), of all samples, and of the oracle's best sample."""
@@ -82,8 +96,8 @@ def best_of_n_by_family(families: Sequence[str], oracle: Sequence[Sequence[float
 
 def why_rows(r: dict, samples: int) -> list[str]:
     """The report's section of measured causes, by family: where the synthetic labels and the RM agree with the
-    oracle, whether the RM picks SFT's better samples (``samples`` of them per query), and whether it reads the
-    question (a refusal of harm against SFT's own answers)."""
+    oracle, whether the RM picks SFT's better samples (``samples`` of them per query); which behaviours the labels
+    and the stages carry; and whether the RM reads the question (a refusal of harm against SFT's own answers)."""
     agreement, refusal = r["rm"]["by_family"], r["rm"]["harm_refusal_by_family"]
     labels, sft, ppo = r["comparisons"]["label_agreement"], r["sft_rmsp"], r["ppo"]
     rm_all = {"accuracy": r["rm"]["oracle_pair_accuracy"], "pairs": r["rm"]["oracle_pairs"]}
@@ -105,6 +119,16 @@ def why_rows(r: dict, samples: int) -> list[str]:
             "| family | the RM's choice | their mean | the oracle's best |", "|---|---|---|---|",
             *[f"| {f} | {v['rm_choice']:.3f} | {v['sample_mean']:.3f} | {v['oracle_best']:.3f} |"
               for f, v in best.items()], "",
+            "Which behaviours the synthetic labels and each stage carry: the share of answers that are rude, and of "
+            "answers to harmless questions, the share that refuse:", "",
+            "| answers | rude | refuse a harmless question |", "|---|---|---|",
+            *[f"| {name} | {_fmt(v['rude'])} | {_fmt(v['refuses_harmless'])} |" for name, v in (
+                ("kept pairs: chosen", r["comparisons"]["behaviours"]["chosen"]),
+                ("kept pairs: rejected", r["comparisons"]["behaviours"]["rejected"]),
+                ("RMSP demonstrations", r["rmsp"]["behaviours"]),
+                ("self-play demonstrations", r["selfplay"]["behaviours"]),
+                ("SFT on RMSP", sft["behaviours"]), ("SFT on self-play", r["sft_selfplay"]["behaviours"]),
+                ("PPO", ppo["behaviours"]))], "",
             "Does the RM read the question? A careful refusal of some harmful request given as the answer to every "
             "held-out query, against SFT-RMSP's own answers. Where the refusal outscores SFT's answers on a harmless "
             "family, PPO earns RM score by refusing there, and the oracle marks it down:", "",
