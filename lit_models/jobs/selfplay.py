@@ -3,7 +3,7 @@
     python train.py predict --config configs/sandbox/rmsp.yaml       # N = 4 samples, the RM keeps the best
     python train.py predict --config configs/sandbox/selfplay.yaml   # N = 1, no reward model (the baseline)
 
-The assistant is a prompted vanilla LM (the best prompted configuration, e.g. ``L-faithful-3shot``); the user
+The assistant is a prompted vanilla LM (the best prompted configuration, e.g. ``L-faithful-5shot``); the user
 is a prompted vanilla LM that asks follow-up questions. The loop is ``almost.selfplay.self_play``.
 Output: ``Demonstration`` records (the conversations; ``meta`` keeps every sampled answer and the RM scores of
 the kept ones) and statistics of the RM scores of kept vs all samples.

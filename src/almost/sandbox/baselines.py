@@ -5,10 +5,12 @@
 
 A configuration is ``<model>-<prompt style>-<k>shot``. The rule of thumb ranks A > B > C > D > E:
 
-    A = L-faithful-3shot   B = L-hhh-5shot   C = M-hhh-3shot   D = S-hhh-3shot   E = S-hhh-1shot
+    A = L-faithful-5shot   B = L-hhh-5shot   C = M-hhh-3shot   D = S-hhh-3shot   E = S-hhh-1shot
 
 Besides A..E the table holds configurations that move one factor at a time (size at fixed prompt,
-shots at fixed size, faithful vs hhh at fixed size and shots). Writes ``baselines.json`` and
+shots at fixed size, faithful vs hhh at fixed size and shots). A has five faithful shots, not the paper's three:
+with these three the large model insults the user in about a fifth of its answers (FINDINGS, 2026-12-04), and the
+rule of thumb would rank the insults first. Writes ``baselines.json`` and
 ``baselines.md``; sampling uses temperature 1.0 and top-p 0.9, as in the paper.
 """
 
@@ -31,12 +33,12 @@ from almost.sandbox.build import load_world
 from almost.sandbox.prompts import render_prompt
 from almost.sandbox.world import World
 
-PAPER_BASELINES = {"A": "L-faithful-3shot", "B": "L-hhh-5shot", "C": "M-hhh-3shot", "D": "S-hhh-3shot",
+PAPER_BASELINES = {"A": "L-faithful-5shot", "B": "L-hhh-5shot", "C": "M-hhh-3shot", "D": "S-hhh-3shot",
                    "E": "S-hhh-1shot"}
 SINGLE_FACTOR = {
     "size": ["S-hhh-3shot", "M-hhh-3shot", "L-hhh-3shot"],
     "shots": ["S-hhh-1shot", "S-hhh-3shot", "S-hhh-5shot", "L-hhh-1shot", "L-hhh-3shot", "L-hhh-5shot"],
-    "demo_quality": ["L-hhh-3shot", "L-faithful-3shot"],
+    "demo_quality": ["L-hhh-3shot", "L-faithful-3shot", "L-hhh-5shot", "L-faithful-5shot"],
 }
 VANILLA_SAMPLING = SamplingConfig(max_new_tokens=48, temperature=1.0, top_p=0.9, stop_strings=("\nUser:",))
 

@@ -9,7 +9,7 @@
 Demonstrations are drawn from the "train" split with a generator seeded by the style and the world's
 seed, so a prompt does not depend on the query (except that a demonstration never repeats it).
 Families the world asks rotate in DEMO_FAMILIES order, so five shots cover the default world's five families
-(``format`` and ``clarify``, when the world asks them, come last: the three faithful shots never show them, so
+(``format`` and ``clarify``, when the world asks them, come last: the five faithful shots never show them, so
 following a format instruction and asking which one is meant are left to what pretraining taught).
 """
 
@@ -27,7 +27,6 @@ from almost.sandbox.world import Query, World, split_of
 
 PROMPT_STYLES = ("hhh", "faithful", "user")
 ANSWER_STYLES = {"hhh": "terse", "faithful": "careful", "user": "careful"}
-DEFAULT_SHOTS = {"hhh": 8, "faithful": 3, "user": 2}
 DEMO_FAMILIES = ("kb_fact", "harmful", "arithmetic", "unknowable", "word", "format", "clarify")
 FOLLOW_UPS = 2  # follow-up questions in each "user" demonstration
 
