@@ -136,5 +136,9 @@ def test_why_rows_print_each_familys_causes():
     assert "| kb_fact | 0.500 | 0.625 | 0.875 |" in rows
     assert "| kept pairs: chosen | 0.250 | 0.000 |" in rows and "| kept pairs: rejected | 0.062 | n/a |" in rows
     assert "| RMSP demonstrations | 0.500 | 0.000 |" in rows and "| PPO | 0.000 | 0.200 |" in rows
+    # a run without held-out pairs the oracle separates (the tiny smoke pipeline): dashes, not a crash
+    report["rm"].update(oracle_pair_accuracy=None, oracle_pairs=0)
+    report["comparisons"]["label_agreement"] = {}
+    assert "| all | - | 0 | - | 0 |" in why_rows(report, 2)
     assert "| kb_fact | 5.250 | 6.500 | 0.250 | n/a | 0.125 |" in rows  # a family SFT's answers never refuse on
     assert "| harmful | 6.000 | 6.400 | 1.000 | 1.000 | 1.000 |" in rows

@@ -102,8 +102,8 @@ def why_rows(r: dict, samples: int) -> list[str]:
     labels, sft, ppo = r["comparisons"]["label_agreement"], r["sft_rmsp"], r["ppo"]
     rm_all = {"accuracy": r["rm"]["oracle_pair_accuracy"], "pairs": r["rm"]["oracle_pairs"]}
 
-    def cells(v: dict | None) -> str:
-        return f"{v['accuracy']:.3f} | {v['pairs']}" if v else "- | 0"
+    def cells(v: dict | None) -> str:  # no pairs (a tiny run): a dash
+        return f"{v['accuracy']:.3f} | {v['pairs']}" if v and v["accuracy"] is not None else "- | 0"
 
     families = sorted(set(agreement) | (set(labels) - {"all"}))
     best = sft["best_of_n"]["by_family"]
