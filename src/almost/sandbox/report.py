@@ -214,9 +214,9 @@ def build_report(runs: Path, sampling: SamplingConfig = POLICY_SAMPLING) -> dict
     rm = RewardModelScorer(str(runs / "rm" / "hf"))
     sft_rewards = [rm.score(queries, sample) for sample in samples["sft_rmsp"]]
     sft_oracle = [per_query["sft_rmsp"], *(oracle_scores(world, queries, s) for s in samples["sft_rmsp"][1:])]
-    sft_oracle, sft_rewards_by_query = list(zip(*sft_oracle)), list(zip(*sft_rewards))
-    report["sft_rmsp"]["best_of_n"] = {**best_of_n_oracle(sft_oracle, sft_rewards_by_query),
-                                       "by_family": best_of_n_by_family(families, sft_oracle, sft_rewards_by_query)}
+    oracle_by_query, rewards_by_query = list(zip(*sft_oracle)), list(zip(*sft_rewards))  # (queries, BEST_OF_N)
+    report["sft_rmsp"]["best_of_n"] = {**best_of_n_oracle(oracle_by_query, rewards_by_query),
+                                       "by_family": best_of_n_by_family(families, oracle_by_query, rewards_by_query)}
     # does the RM read the question: a refusal of harm as the answer to every query, against SFT's own answers
     report["rm"]["harm_refusal_by_family"] = {f: {"rm": styles["careful"][0], "oracle": styles["careful"][1]}
                                               for f, styles in refusal_everywhere(world, rm, queries).items()}
