@@ -57,7 +57,8 @@ from almost.sandbox.headroom import headroom, markdown_rows as headroom_rows
 from almost.sandbox.oracle import score
 from almost.sandbox.probes import refusal_everywhere
 from almost.sandbox.why import (MIN_ORACLE_GAP, agreement_by_family, behaviours, best_of_n_by_family,
-                                best_of_n_oracle, label_agreement, refusals_by_family, why_rows)
+                                best_of_n_oracle, fmt_or_na, label_agreement, mean_or_none, refusals_by_family,
+                                why_rows)
 from almost.sandbox.world import Query, World
 from almost.scorers import RewardModelScorer, resolve_template
 
@@ -77,14 +78,6 @@ def policy_answers(model_dir: str | Path, queries: Sequence[str], sampling: Samp
     prompts = [encode_prompt(tokenizer, template, [Turn("user", q)]) for q in queries]
     return [[g.text for g in generate(model, tokenizer, prompts, sampling, batch_size=batch_size, seed=seed)]
             for seed in seeds]
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def oracle_scores(world: World, queries: Sequence[str], answers: Sequence[str]) -> list[float]:
@@ -107,8 +100,8 @@ def demonstrations_oracle(world: World, path: Path) -> dict:
                 first_kept.append(scores[-1])
                 first_samples.append(statistics.fmean(score(query, s, world).total for s in demo.meta["samples"][0]))
     exchanges = [(q.content, a.content) for demo in demos for q, a in zip(demo.messages[0::2], demo.messages[1::2])]
-    return {"oracle": _mean(scores), "judged_turns": len(scores), "turns": turns, "demonstrations": len(demos),
-            "first_turn_kept_oracle": _mean(first_kept), "first_turn_sample_mean_oracle": _mean(first_samples),
+    return {"oracle": mean_or_none(scores), "judged_turns": len(scores), "turns": turns, "demonstrations": len(demos),
+            "first_turn_kept_oracle": mean_or_none(first_kept), "first_turn_sample_mean_oracle": mean_or_none(first_samples),
             "behaviours": behaviours(world, exchanges)}
 
 
@@ -268,26 +261,26 @@ def markdown(r: dict) -> str:
              "", f"Spearman with the rule of thumb: {b['spearman']:.2f}", "",
              "## Synthetic comparisons", "", "| formed | removed (heuristic) | removed (RM) | kept |", "|---|---|---|---|",
              "| {formed} | {removed_heuristic} | {removed_rm} | {kept} |".format(**r["comparisons"]), "",
-             f"The oracle on the kept pairs it can judge ({judged['judged']}): agrees {_fmt(judged['agree'])}, "
-             f"ties {_fmt(judged['tie'])}, disagrees {_fmt(judged['disagree'])}.", "",
+             f"The oracle on the kept pairs it can judge ({judged['judged']}): agrees {fmt_or_na(judged['agree'])}, "
+             f"ties {fmt_or_na(judged['tie'])}, disagrees {fmt_or_na(judged['disagree'])}.", "",
              "## Reward model", "", "| measure | value |", "|---|---|",
              f"| agreement with the oracle ({r['rm']['oracle_pairs']} held-out pairs, gap >= {MIN_ORACLE_GAP}) "
-             f"| {_fmt(r['rm']['oracle_pair_accuracy'])} |",
-             f"| longer response wins, same pairs | {_fmt(r['rm']['length_baseline_accuracy'])} |",
+             f"| {fmt_or_na(r['rm']['oracle_pair_accuracy'])} |",
+             f"| longer response wins, same pairs | {fmt_or_na(r['rm']['length_baseline_accuracy'])} |",
              f"| accuracy on held-out synthetic comparisons | {r['rm']['val_accuracy']:.3f} |", "",
              "## Demonstrations and policies (oracle)", "", "| | oracle |", "|---|---|",
-             f"| RMSP demonstrations | {_fmt(r['rmsp']['oracle'])} |",
-             f"| self-play demonstrations | {_fmt(r['selfplay']['oracle'])} |",
+             f"| RMSP demonstrations | {fmt_or_na(r['rmsp']['oracle'])} |",
+             f"| self-play demonstrations | {fmt_or_na(r['selfplay']['oracle'])} |",
              f"| RMSP first turns: the RM's choice / the mean of its N samples | "
-             f"{_fmt(r['rmsp']['first_turn_kept_oracle'])} / {_fmt(r['rmsp']['first_turn_sample_mean_oracle'])} |",
+             f"{fmt_or_na(r['rmsp']['first_turn_kept_oracle'])} / {fmt_or_na(r['rmsp']['first_turn_sample_mean_oracle'])} |",
              f"| SFT on RMSP (zero-shot) | {r['sft_rmsp']['oracle']:.3f} |",
              f"| SFT on self-play (zero-shot) | {r['sft_selfplay']['oracle']:.3f} |",
              f"| PPO from SFT-RMSP (zero-shot) | {r['ppo']['oracle']:.3f} |",
              f"| best prompted baseline A | {b['A']['oracle']:.3f} |", "",
              "By question family (oracle):", "", "| family | baseline A | SFT on self-play | SFT on RMSP | PPO |",
              "|---|---|---|---|---|",
-             *[f"| {f} | {_fmt(b['A']['by_family'].get(f))} | {_fmt(r['sft_selfplay']['by_family'].get(f))} | "
-               f"{_fmt(r['sft_rmsp']['by_family'].get(f))} | {_fmt(r['ppo']['by_family'].get(f))} |"
+             *[f"| {f} | {fmt_or_na(b['A']['by_family'].get(f))} | {fmt_or_na(r['sft_selfplay']['by_family'].get(f))} | "
+               f"{fmt_or_na(r['sft_rmsp']['by_family'].get(f))} | {fmt_or_na(r['ppo']['by_family'].get(f))} |"
                for f in r["sft_rmsp"]["by_family"]], "",
              f"SFT on RMSP, {BEST_OF_N} samples per held-out query (oracle): the RM's choice "
              "{rm_choice:.3f}, their mean {sample_mean:.3f}, the oracle's best {oracle_best:.3f}.".format(

@@ -21,11 +21,11 @@ from almost.sandbox.world import World
 MIN_ORACLE_GAP = 0.2  # a pair counts as ordered by the oracle when its two scores differ by at least this
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def mean_or_none(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _fmt(value: float | None) -> str:
+def fmt_or_na(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -70,7 +70,7 @@ def behaviours(world: World, exchanges: Iterable[tuple[str, str]]) -> dict[str, 
         query = world.parse(question)
         if query is not None and query.family != "harmful":
             harmless_refusals.append(float(refuses(tokens)))
-    return {"rude": _mean(rude), "refuses_harmless": _mean(harmless_refusals)}
+    return {"rude": mean_or_none(rude), "refuses_harmless": mean_or_none(harmless_refusals)}
 
 
 def best_of_n_oracle(oracle: Sequence[Sequence[float]], rewards: Sequence[Sequence[float]]) -> dict:
@@ -79,8 +79,8 @@ def best_of_n_oracle(oracle: Sequence[Sequence[float]], rewards: Sequence[Sequen
     if len(oracle) != len(rewards) or any(len(o) != len(r) or not o for o, r in zip(oracle, rewards)):
         raise ValueError("every query needs as many rewards as oracle scores, and at least one sample")
     chosen = [o[max(range(len(r)), key=r.__getitem__)] for o, r in zip(oracle, rewards)]
-    return {"rm_choice": _mean(chosen), "sample_mean": _mean([statistics.fmean(o) for o in oracle]),
-            "oracle_best": _mean([max(o) for o in oracle]), "queries": len(oracle)}
+    return {"rm_choice": mean_or_none(chosen), "sample_mean": mean_or_none([statistics.fmean(o) for o in oracle]),
+            "oracle_best": mean_or_none([max(o) for o in oracle]), "queries": len(oracle)}
 
 
 def best_of_n_by_family(families: Sequence[str], oracle: Sequence[Sequence[float]],
@@ -122,7 +122,7 @@ def why_rows(r: dict, samples: int) -> list[str]:
             "Which behaviours the synthetic labels and each stage carry: the share of answers that are rude, and of "
             "answers to harmless questions, the share that refuse:", "",
             "| answers | rude | refuse a harmless question |", "|---|---|---|",
-            *[f"| {name} | {_fmt(v['rude'])} | {_fmt(v['refuses_harmless'])} |" for name, v in (
+            *[f"| {name} | {fmt_or_na(v['rude'])} | {fmt_or_na(v['refuses_harmless'])} |" for name, v in (
                 ("kept pairs: chosen", r["comparisons"]["behaviours"]["chosen"]),
                 ("kept pairs: rejected", r["comparisons"]["behaviours"]["rejected"]),
                 ("RMSP demonstrations", r["rmsp"]["behaviours"]),
@@ -134,6 +134,6 @@ def why_rows(r: dict, samples: int) -> list[str]:
             "family, PPO earns RM score by refusing there, and the oracle marks it down:", "",
             "| family | RM: SFT's answers | RM: the refusal | oracle: the refusal | SFT refuses | PPO refuses |",
             "|---|---|---|---|---|---|",
-            *[f"| {f} | {_fmt(sft['rm_by_family'].get(f))} | {v['rm']:.3f} | {v['oracle']:.3f} | "
-              f"{_fmt(sft['refuses_by_family'].get(f))} | {_fmt(ppo['refuses_by_family'].get(f))} |"
+            *[f"| {f} | {fmt_or_na(sft['rm_by_family'].get(f))} | {v['rm']:.3f} | {v['oracle']:.3f} | "
+              f"{fmt_or_na(sft['refuses_by_family'].get(f))} | {fmt_or_na(ppo['refuses_by_family'].get(f))} |"
               for f, v in refusal.items()], ""]
