@@ -104,3 +104,29 @@ def test_a_seed_does_not_start_while_make_demos_shared_stages_are_out_of_date(tm
     with pytest.raises(SystemExit, match="world, pretrain_s, pretrain_m, pretrain_l of make demo's run"):
         seeds.run_seed(1, tmp_path)
     assert not (tmp_path / "runs/seeds").exists()
+
+
+def test_with_pretraining_each_seed_pretrains_its_own_models_and_shares_only_the_world(tmp_path, monkeypatch):
+    main = by_name(pipeline.stages())
+    assert seeds.seed_arguments(main["pretrain_m"], 3, pretraining=True) == ["--seed_everything=3"]
+    assert seeds.seed_arguments(main["world"], 3, pretraining=True) == []
+    assert "--set=pretrain_l=--seed_everything=4" in seeds.set_options(pipeline.stages(), 4, pretraining=True)
+    repo = tmp_path / "repo"
+    (repo / RUNS / "world").mkdir(parents=True)  # no vanilla models: a workspace with pretraining needs none
+    (repo / "configs").mkdir()
+    (repo / "train.py").write_text("")
+    monkeypatch.chdir(repo)
+    root = seeds.make_workspace(2, repo, pretraining=True)
+    assert root == Path("runs/seeds_pretraining/seed_2")
+    assert (root / RUNS / "world").resolve() == (repo / RUNS / "world").resolve()
+    assert not (root / RUNS / "pretrain_l").exists()
+    assert seeds.stale_shared_stages(repo, pretraining=True) == ["world"]  # only the world must be up to date
+    report = {"ppo": {"oracle": 0.7}, "sft_rmsp": {"oracle": 0.6}}
+    for seed in (0, 2):
+        path = seeds.workspace(seed, pretraining=True) / RUNS / "report.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report))
+    assert seeds.write_summary([0, 2], pretraining=True)["report"]["seeds"] == [0, 2]
+    assert (repo / "runs/seeds_pretraining/summary.md").read_text().startswith(
+        "# The sandbox over seeds, each with its own pretraining")
+    assert not (repo / "runs/seeds").exists()  # the default summary is left alone

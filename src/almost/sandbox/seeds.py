@@ -3,6 +3,7 @@
     python -m almost.sandbox.seeds --seeds 1 2                   # after `make demo`: every stage after pretraining
     python -m almost.sandbox.seeds --seeds 1 2 --also self_rewarding gold  # ... and these pipelines after it
     python -m almost.sandbox.seeds --summary                     # only the summary of what has run
+    python -m almost.sandbox.seeds --seeds 1 2 --pretraining     # ... each seed pretrains its own vanilla models
 
 Seed 0 is ``make demo``'s own run (``runs/sandbox``). Seed ``s`` runs in a workspace of its own,
 ``runs/seeds/seed_<s>/``, laid out as the repository so that the same configs and stage lists work there unchanged:
@@ -12,6 +13,10 @@ other stage runs there with seed ``s``: ``--seed_everything=s`` for training, al
 generation jobs (the sampling seed), ``--seed=s`` for the prompted baselines. Everything else (data sizes,
 settings, the held-out queries and the report's own sampling seeds) is the same, so seeds differ only in the
 randomness of training and sampling. A workspace resumes like ``runs/sandbox`` (stages up to date are skipped).
+
+With ``--pretraining`` only the world is shared: seed ``s`` also pretrains S, M and L with ``--seed_everything=s``,
+in ``runs/seeds_pretraining/seed_<s>/`` (its own summary there). Its standard errors hold the variance of the
+vanilla models too, which the default leaves out (FINDINGS.md: one pretraining draw can turn a finding around).
 
 The summary (``runs/seeds/summary.{json,md}``) reads ``report.json`` of every seed (and the reports of ``--also``'s
 pipelines where present): each number as the mean over seeds with its standard error (sample standard deviation
@@ -35,6 +40,7 @@ from almost.sandbox.pipeline import RUNS, Stage
 from almost.sandbox.self_rewarding_report import mean_and_standard_error
 
 SEEDS_ROOT = Path("runs/seeds")
+PRETRAINING_ROOT = Path("runs/seeds_pretraining")  # --pretraining: each seed's own vanilla models
 SHARED = ("world", "pretrain_s", "pretrain_m", "pretrain_l")  # make demo's, linked into every workspace
 # name -> (value a, value b or a number, margin): the finding holds when mean(a - b - margin) > 2 SE over seeds
 FINDINGS_MAIN = {
@@ -87,20 +93,25 @@ AFTER_DEMO = {"self_rewarding": (self_rewarding.stages, "self_rewarding/report.j
               "gold": (gold.stages, "gold/report.json", FINDINGS_GOLD)}
 
 
-def workspace(seed: int) -> Path:
+def shared(pretraining: bool = False) -> tuple[str, ...]:
+    """The stages of ``make demo``'s run that every workspace links to (``pretraining``: the world only)."""
+    return SHARED[:1] if pretraining else SHARED
+
+
+def workspace(seed: int, pretraining: bool = False) -> Path:
     """Where seed ``seed`` runs (seed 0: the repository itself, ``make demo``'s run)."""
-    return Path(".") if seed == 0 else SEEDS_ROOT / f"seed_{seed}"
+    return Path(".") if seed == 0 else (PRETRAINING_ROOT if pretraining else SEEDS_ROOT) / f"seed_{seed}"
 
 
-def make_workspace(seed: int, repo: Path) -> Path:
+def make_workspace(seed: int, repo: Path, pretraining: bool = False) -> Path:
     """Create (or complete) seed ``seed``'s workspace: links to the repository's configs and train.py and to
-    ``make demo``'s world and vanilla models, which must exist."""
-    root = workspace(seed)
-    missing = [RUNS / name for name in SHARED if not (repo / RUNS / name).exists()]
+    ``make demo``'s shared stages (:func:`shared`), which must exist."""
+    root = workspace(seed, pretraining)
+    missing = [RUNS / name for name in shared(pretraining) if not (repo / RUNS / name).exists()]
     if missing:
         sys.exit(f"[seeds] run `make demo` first: {', '.join(map(str, missing))} missing")
     links = {root / "configs": repo / "configs", root / "train.py": repo / "train.py",
-             **{root / RUNS / name: repo / RUNS / name for name in SHARED}}
+             **{root / RUNS / name: repo / RUNS / name for name in shared(pretraining)}}
     for link, target in links.items():
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
@@ -108,10 +119,10 @@ def make_workspace(seed: int, repo: Path) -> Path:
     return root
 
 
-def seed_arguments(stage: Stage, seed: int) -> list[str]:
+def seed_arguments(stage: Stage, seed: int, pretraining: bool = False) -> list[str]:
     """The arguments that give ``stage`` seed ``seed``: none for stages without randomness or that are shared."""
     command = stage.command
-    if stage.name in ("world",) or stage.name.startswith("pretrain_"):
+    if stage.name in shared(pretraining):
         return []
     if "train.py" in command:
         subcommand = command[command.index("train.py") + 1]
@@ -125,32 +136,32 @@ def seed_arguments(stage: Stage, seed: int) -> list[str]:
     return []
 
 
-def set_options(stages: list[Stage], seed: int) -> list[str]:
+def set_options(stages: list[Stage], seed: int, pretraining: bool = False) -> list[str]:
     """``--set STAGE=ARG`` options of a pipeline command line that give every stage seed ``seed``."""
-    return [f"--set={stage.name}={arg}" for stage in stages for arg in seed_arguments(stage, seed)]
+    return [f"--set={stage.name}={arg}" for stage in stages for arg in seed_arguments(stage, seed, pretraining)]
 
 
-def stale_shared_stages(repo: Path) -> list[str]:
+def stale_shared_stages(repo: Path, pretraining: bool = False) -> list[str]:
     """The shared stages (world, pretraining) that are not up to date in the repository: a workspace would redo
     them, writing through its links into ``make demo``'s run."""
     here = Path.cwd()
     os.chdir(repo)
     try:
-        return [s.name for s in pipeline.stages() if s.name in SHARED and not s.up_to_date()]
+        return [s.name for s in pipeline.stages() if s.name in shared(pretraining) and not s.up_to_date()]
     finally:
         os.chdir(here)
 
 
-def run_seed(seed: int, repo: Path, also: tuple[str, ...] = ()) -> None:
+def run_seed(seed: int, repo: Path, also: tuple[str, ...] = (), pretraining: bool = False) -> None:
     """The main pipeline, then those of ``also`` (names of ``AFTER_DEMO``), in seed ``seed``'s workspace."""
-    stale = stale_shared_stages(repo)
+    stale = stale_shared_stages(repo, pretraining)
     if stale:
         sys.exit(f"[seeds] {', '.join(stale)} of make demo's run are not up to date: run `make demo` first")
-    root = make_workspace(seed, repo)
+    root = make_workspace(seed, repo, pretraining)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     commands = [("pipeline", pipeline.stages())] + [(name, AFTER_DEMO[name][0]()) for name in also]
     for module, stages in commands:
-        command = [sys.executable, "-m", f"almost.sandbox.{module}", *set_options(stages, seed)]
+        command = [sys.executable, "-m", f"almost.sandbox.{module}", *set_options(stages, seed, pretraining)]
         print(f"[seeds] seed {seed}: {' '.join(command)}  (in {root})", flush=True)
         if subprocess.call(command, cwd=root, env=env) != 0:
             sys.exit(f"[seeds] seed {seed}: almost.sandbox.{module} failed; logs in {root / RUNS / 'logs'}")
@@ -186,9 +197,9 @@ def finding(reports: list[dict[str, float]], a: str, b: str | float, margin: flo
     return {**stats, "holds": beyond and stats["mean"] > 0, "verdict": verdict, "per_seed": diffs}
 
 
-def summarize(seeds: list[int], name: str, findings: dict) -> dict | None:
+def summarize(seeds: list[int], name: str, findings: dict, pretraining: bool = False) -> dict | None:
     """The summary of one report (``name``: its path under ``runs/sandbox``) over the seeds that have it."""
-    found = {s: workspace(s) / RUNS / name for s in seeds}
+    found = {s: workspace(s, pretraining) / RUNS / name for s in seeds}
     reports = {s: dict(leaves(json.loads(p.read_text()))) for s, p in found.items() if p.is_file()}
     if not reports:
         return None
@@ -202,8 +213,9 @@ def _se(stats: dict) -> str:
     return f"{stats['mean']:.3f} +- {stats['se']:.3f}" if stats.get("se") is not None else f"{stats['mean']:.3f}"
 
 
-def markdown(summary: dict) -> str:
-    lines = ["# The sandbox over seeds", "",
+def markdown(summary: dict, pretraining: bool = False) -> str:
+    title = "The sandbox over seeds" + (", each with its own pretraining" if pretraining else "")
+    lines = [f"# {title}", "",
              "Means over seeds +- one standard error (sample standard deviation / sqrt(seeds)). A finding holds when "
              "the mean of its per-seed difference is above twice its standard error, and is reversed when it is "
              "below minus twice its standard error.", ""]
@@ -223,12 +235,14 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def write_summary(seeds: list[int]) -> dict:
-    summary = {"report": summarize(seeds, "report.json", FINDINGS_MAIN),
-               **{name: summarize(seeds, report, findings) for name, (_, report, findings) in AFTER_DEMO.items()}}
-    SEEDS_ROOT.mkdir(parents=True, exist_ok=True)
-    (SEEDS_ROOT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (SEEDS_ROOT / "summary.md").write_text(markdown(summary))
+def write_summary(seeds: list[int], pretraining: bool = False) -> dict:
+    summary = {"report": summarize(seeds, "report.json", FINDINGS_MAIN, pretraining),
+               **{name: summarize(seeds, report, findings, pretraining)
+                  for name, (_, report, findings) in AFTER_DEMO.items()}}
+    root = PRETRAINING_ROOT if pretraining else SEEDS_ROOT
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (root / "summary.md").write_text(markdown(summary, pretraining))
     return summary
 
 
@@ -237,15 +251,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2], help="seeds to run (0 is make demo's run)")
     parser.add_argument("--also", nargs="*", default=[], choices=sorted(AFTER_DEMO),
                         help="pipelines to run after the main one, in each seed's workspace")
+    parser.add_argument("--pretraining", action="store_true",
+                        help=f"each seed pretrains its own vanilla models too (in {PRETRAINING_ROOT}/)")
     parser.add_argument("--summary", action="store_true", help="only summarize the seeds that have run")
     args = parser.parse_args()
     repo = Path(".").resolve()
     if not args.summary:
         for seed in [s for s in args.seeds if s != 0]:
-            run_seed(seed, repo, tuple(args.also))
-    done = [0] + sorted(int(p.name.split("_")[1]) for p in SEEDS_ROOT.glob("seed_*") if p.is_dir())
-    write_summary(done)
-    print((SEEDS_ROOT / "summary.md").read_text())
+            run_seed(seed, repo, tuple(args.also), args.pretraining)
+    root = PRETRAINING_ROOT if args.pretraining else SEEDS_ROOT
+    done = [0] + sorted(int(p.name.split("_")[1]) for p in root.glob("seed_*") if p.is_dir())
+    write_summary(done, args.pretraining)
+    print((root / "summary.md").read_text())
 
 
 if __name__ == "__main__":
