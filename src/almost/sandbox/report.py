@@ -101,7 +101,8 @@ def demonstrations_oracle(world: World, path: Path) -> dict:
                 first_samples.append(statistics.fmean(score(query, s, world).total for s in demo.meta["samples"][0]))
     exchanges = [(q.content, a.content) for demo in demos for q, a in zip(demo.messages[0::2], demo.messages[1::2])]
     return {"oracle": mean_or_none(scores), "judged_turns": len(scores), "turns": turns, "demonstrations": len(demos),
-            "first_turn_kept_oracle": mean_or_none(first_kept), "first_turn_sample_mean_oracle": mean_or_none(first_samples),
+            "first_turn_kept_oracle": mean_or_none(first_kept),
+            "first_turn_sample_mean_oracle": mean_or_none(first_samples),
             "behaviours": behaviours(world, exchanges)}
 
 
@@ -272,14 +273,16 @@ def markdown(r: dict) -> str:
              f"| RMSP demonstrations | {fmt_or_na(r['rmsp']['oracle'])} |",
              f"| self-play demonstrations | {fmt_or_na(r['selfplay']['oracle'])} |",
              f"| RMSP first turns: the RM's choice / the mean of its N samples | "
-             f"{fmt_or_na(r['rmsp']['first_turn_kept_oracle'])} / {fmt_or_na(r['rmsp']['first_turn_sample_mean_oracle'])} |",
+             f"{fmt_or_na(r['rmsp']['first_turn_kept_oracle'])} / "
+             f"{fmt_or_na(r['rmsp']['first_turn_sample_mean_oracle'])} |",
              f"| SFT on RMSP (zero-shot) | {r['sft_rmsp']['oracle']:.3f} |",
              f"| SFT on self-play (zero-shot) | {r['sft_selfplay']['oracle']:.3f} |",
              f"| PPO from SFT-RMSP (zero-shot) | {r['ppo']['oracle']:.3f} |",
              f"| best prompted baseline A | {b['A']['oracle']:.3f} |", "",
              "By question family (oracle):", "", "| family | baseline A | SFT on self-play | SFT on RMSP | PPO |",
              "|---|---|---|---|---|",
-             *[f"| {f} | {fmt_or_na(b['A']['by_family'].get(f))} | {fmt_or_na(r['sft_selfplay']['by_family'].get(f))} | "
+             *[f"| {f} | {fmt_or_na(b['A']['by_family'].get(f))} | "
+               f"{fmt_or_na(r['sft_selfplay']['by_family'].get(f))} | "
                f"{fmt_or_na(r['sft_rmsp']['by_family'].get(f))} | {fmt_or_na(r['ppo']['by_family'].get(f))} |"
                for f in r["sft_rmsp"]["by_family"]], "",
              f"SFT on RMSP, {BEST_OF_N} samples per held-out query (oracle): the RM's choice "

@@ -98,9 +98,14 @@ def shared(pretraining: bool = False) -> tuple[str, ...]:
     return SHARED[:1] if pretraining else SHARED
 
 
+def seeds_root(pretraining: bool = False) -> Path:
+    """Where the workspaces of seeds 1, 2, ... and their summary go."""
+    return PRETRAINING_ROOT if pretraining else SEEDS_ROOT
+
+
 def workspace(seed: int, pretraining: bool = False) -> Path:
     """Where seed ``seed`` runs (seed 0: the repository itself, ``make demo``'s run)."""
-    return Path(".") if seed == 0 else (PRETRAINING_ROOT if pretraining else SEEDS_ROOT) / f"seed_{seed}"
+    return Path(".") if seed == 0 else seeds_root(pretraining) / f"seed_{seed}"
 
 
 def make_workspace(seed: int, repo: Path, pretraining: bool = False) -> Path:
@@ -239,7 +244,7 @@ def write_summary(seeds: list[int], pretraining: bool = False) -> dict:
     summary = {"report": summarize(seeds, "report.json", FINDINGS_MAIN, pretraining),
                **{name: summarize(seeds, report, findings, pretraining)
                   for name, (_, report, findings) in AFTER_DEMO.items()}}
-    root = PRETRAINING_ROOT if pretraining else SEEDS_ROOT
+    root = seeds_root(pretraining)
     root.mkdir(parents=True, exist_ok=True)
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (root / "summary.md").write_text(markdown(summary, pretraining))
@@ -259,7 +264,7 @@ def main() -> None:
     if not args.summary:
         for seed in [s for s in args.seeds if s != 0]:
             run_seed(seed, repo, tuple(args.also), args.pretraining)
-    root = PRETRAINING_ROOT if args.pretraining else SEEDS_ROOT
+    root = seeds_root(args.pretraining)
     done = [0] + sorted(int(p.name.split("_")[1]) for p in root.glob("seed_*") if p.is_dir())
     write_summary(done, args.pretraining)
     print((root / "summary.md").read_text())
