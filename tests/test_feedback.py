@@ -159,6 +159,13 @@ def test_build_comparisons_worked_example():
     assert stats.mean_rejected_chars == pytest.approx(59 / 3)
 
 
+def test_without_the_length_rule_the_pairs_it_removed_are_kept():
+    comparisons, stats = build_comparisons(QUERY, RESPONSES, RUBRIC, HeuristicFilter(), length_rule=False)
+    assert [(c.meta["chosen_config"], c.meta["rejected_config"]) for c in comparisons] == [
+        ("A", "B"), ("A", "C"), ("A", "D"), ("B", "C"), ("B", "D"), ("C", "D")]
+    assert (stats.removed_length_rule, stats.removed_heuristic, stats.kept) == (0, 9, 6)
+
+
 def test_dropped_responses_do_not_count_in_the_length_threshold():
     # With the role_marker rule off, E (100 characters) is valid: lengths [12, 30, 17, 21, 100], mean 36,
     # population variance (576 + 36 + 361 + 225 + 4096) / 5 = 1058.8, threshold 36 - 32.54 / 2 = 19.73 > 17.

@@ -129,12 +129,12 @@ def rm_score(rm, tokenizer, history, answer) -> float:
         return rm.score(ids, torch.ones_like(ids)).item()
 
 
-@pytest.mark.parametrize("with_rm", [False, True])
-def test_comparison_job_matches_the_filters_and_the_reward_model(models, tmp_path, with_rm):
+@pytest.mark.parametrize("with_rm, length_rule", [(False, True), (True, True), (False, False)])
+def test_comparison_job_matches_the_filters_and_the_reward_model(models, tmp_path, with_rm, length_rule):
     write_jsonl(tmp_path / "responses.jsonl", RESPONSES)
     job = {"class_path": "lit_models.jobs.ComparisonJob",
            "init_args": {"rubric": "A > B > C", "output": str(tmp_path / "comparisons.jsonl"),
-                         "scorer": models["rm"] if with_rm else None}}
+                         "scorer": models["rm"] if with_rm else None, "length_rule": length_rule}}
     data = {"class_path": "data_modules.JobInputDataModule",
             "init_args": {"path": str(tmp_path / "responses.jsonl"), "record": "responses", "batch_size": 2}}
     predict(tmp_path, job, data)
@@ -149,7 +149,8 @@ def test_comparison_job_matches_the_filters_and_the_reward_model(models, tmp_pat
 
     expected, stats = [], Stats()
     for r in RESPONSES:
-        kept, s = build_comparisons(r.prompt, r.responses, Rubric.parse("A > B > C"), HeuristicFilter(), rm_agrees)
+        kept, s = build_comparisons(r.prompt, r.responses, Rubric.parse("A > B > C"), HeuristicFilter(), rm_agrees,
+                                    length_rule)
         expected += kept
         stats += s
     assert load_jsonl(tmp_path / "comparisons.jsonl", Comparison) == expected
@@ -159,6 +160,8 @@ def test_comparison_job_matches_the_filters_and_the_reward_model(models, tmp_pat
         "kept": len(expected)}
     assert written["dropped/starts_with_well"] == 1 and written["dropped/unknown"] == 1
     assert written["dropped/role_marker"] == 1 and written["reward_model_filter"] == with_rm
+    # "Q two?": A (15 characters) over B (23) is shorter than B and below the threshold 17 (valid lengths 15, 23)
+    assert written["length_rule"] == length_rule and written["removed_length_rule"] == (1 if length_rule else 0)
 
 
 def test_rmsp_keeps_the_best_scored_sample(models, inputs, tmp_path):

@@ -3,7 +3,8 @@
     python train.py predict --config configs/sandbox/comparisons.yaml
 
 For each query: rank the responses by the rubric, drop bad responses (heuristic filter), apply the length
-rule, and, when a scorer is given (the as-is reward model), keep a pair only if it agrees (``almost.feedback``). Output:
+rule (unless ``length_rule`` is False), and, when a scorer is given (the as-is reward model), keep a pair only if
+it agrees (``almost.feedback``). Output:
 ``Comparison`` records whose ``meta`` names the two configurations, and ``<output stem>.stats.json`` with
 pairs formed, removed by each filter and kept, and the mean lengths of chosen and rejected responses.
 """
@@ -27,12 +28,14 @@ class ComparisonJob(GenerationJob):
         heuristic: the rules that drop bad responses (``almost.feedback.HeuristicFilter``).
         scorer: the as-is RM filter's judge: any ``almost.scorers.Scorer``, or a saved reward model's directory
             (None: no RM filter). A pair is kept only if the chosen response scores higher.
+        length_rule: apply the length rule (False: the ablation that keeps the pairs it would remove).
         output, seed: see ``GenerationJob`` (the job samples nothing; the seed is unused).
     """
 
     def __init__(self, output: str, rubric: str | None = None, heuristic: HeuristicFilter = HeuristicFilter(),
-                 scorer: Scorer | str | None = None, seed: int = 0) -> None:
+                 scorer: Scorer | str | None = None, length_rule: bool = True, seed: int = 0) -> None:
         super().__init__(output, seed)
+        self.length_rule = length_rule
         self.rubric = Rubric.parse(rubric) if rubric else None
         self.heuristic = heuristic
         self.scorer = RewardModelScorer(scorer) if isinstance(scorer, str) else scorer
@@ -57,7 +60,8 @@ class ComparisonJob(GenerationJob):
         rows = []
         for index, record in items:
             comparisons, stats = build_comparisons(record.prompt, record.responses, self.rubric, self.heuristic,
-                                                   rm_agrees if self.scorer is not None else None)
+                                                   rm_agrees if self.scorer is not None else None,
+                                                   self.length_rule)
             rows.append({"index": index, "stats": asdict(stats),
                          "comparisons": [asdict(c) for c in comparisons]})
         return rows
@@ -66,4 +70,5 @@ class ComparisonJob(GenerationJob):
         comparisons = [Comparison(**c) for row in rows for c in row["comparisons"]]
         write_jsonl(self.output, comparisons)
         stats = sum((Stats(**row["stats"]) for row in rows), Stats())
-        return {"rubric": str(self.rubric), "reward_model_filter": self.scorer is not None, **stats.to_dict()}
+        return {"rubric": str(self.rubric), "reward_model_filter": self.scorer is not None,
+                "length_rule": self.length_rule, **stats.to_dict()}

@@ -240,13 +240,13 @@ class Stats:
 
 # ------------------------------------------------------------------------------------------------ pipeline
 def build_comparisons(query: str, responses: Mapping[str, str], rubric: Rubric, heuristic: HeuristicFilter,
-                      rm_agrees: RmAgrees | None = None) -> tuple[list[Comparison], Stats]:
+                      rm_agrees: RmAgrees | None = None, length_rule: bool = True) -> tuple[list[Comparison], Stats]:
     """Validated comparisons of one query's responses (``config -> response``) and their statistics.
 
     1. check every response with ``heuristic``; 2. form pairs with ``rubric`` (:func:`form_pairs`);
     3. remove pairs with a dropped response, and pairs whose two responses are the same text (ignoring
     surrounding whitespace: they state no preference); 4. remove pairs failing the length rule, with the threshold
-    from the query's valid responses; 5. if ``rm_agrees`` is given, keep a pair only if
+    from the query's valid responses (skipped when ``length_rule`` is False: the ablation); 5. if ``rm_agrees`` is given, keep a pair only if
     ``rm_agrees(query, chosen, rejected)`` (called only for pairs that survived 3 and 4).
     Comparisons hold the query and responses verbatim (not stripped); each one's meta is
     ``{"chosen_config": ..., "rejected_config": ...}``.
@@ -274,7 +274,7 @@ def build_comparisons(query: str, responses: Mapping[str, str], rubric: Rubric, 
         elif chosen.strip() == rejected.strip():
             stats.removed_identical += 1
         # 4. the length rule
-        elif not passes_length_rule(n_chars(chosen), n_chars(rejected), threshold):
+        elif length_rule and not passes_length_rule(n_chars(chosen), n_chars(rejected), threshold):
             stats.removed_length_rule += 1
         # 5. the as-is reward model
         elif rm_agrees is not None and not rm_agrees(query, chosen, rejected):

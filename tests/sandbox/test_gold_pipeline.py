@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from almost.records import Comparison
+from almost.feedback import HeuristicFilter, Rubric, build_comparisons
+from almost.records import Comparison, Responses, load_jsonl
 from almost.sandbox import gold, pipeline
 from almost.sandbox.build import load_world
 from almost.sandbox.corpus import answer
@@ -40,13 +41,27 @@ def test_tiny_gold_controls_run_after_the_pipeline_and_report(tmp_path, monkeypa
              for q in world.sample_queries(12, seed=0, split="train", families=["kb_fact", "arithmetic"])]
     with open("runs/sandbox/data/comparisons.jsonl", "a", encoding="utf-8") as f:
         f.writelines(json.dumps(asdict(pair)) + "\n" for pair in pairs)
+    # and responses the length rule's ablation can pair: each rubric configuration answers in one corpus style
+    styles = dict(zip(Rubric.parse(json.loads(Path("runs/sandbox/data/responses.stats.json").read_text())["rubric"]
+                                   ).configs, ("careful", "terse", "terse", "compliant", "wrong")))
+    records = [Responses(q.text, {c: answer(q, style, world, rng) for c, style in styles.items()})
+               for q in world.sample_queries(12, seed=1, split="train", families=["harmful", "kb_fact"])]
+    with open("runs/sandbox/data/responses.jsonl", "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(asdict(record)) + "\n" for record in records)
     wall = pipeline.run_stages(gold.stages(), gold.OUT / "wall_seconds.json", extra=TINY_GOLD, tag="gold")
     assert list(wall) == [s.name for s in gold.stages()]
     for stage in gold.stages():
         assert all(p.exists() for p in stage.outputs), stage.name
     report = json.loads((gold.OUT / "report.json").read_text())
     assert {"best_of_n", "rm_ceiling", "policies", "demonstrations", "ppo_training", "wall_seconds"} <= set(report)
-    assert set(report["rm_ceiling"]) == {"rm", "rm_oracle", "rm_policy"}
+    assert set(report["rm_ceiling"]) == {"rm", "rm_oracle", "rm_policy", "rm_no_length_rule"}
+    # the ablation post-validates the same responses and keeps the pairs the length rule would remove as well
+    ablation = json.loads((gold.OUT / "data/comparisons_no_length_rule.stats.json").read_text())
+    rubric, responses = Rubric.parse(ablation["rubric"]), load_jsonl("runs/sandbox/data/responses.jsonl", Responses)
+    kept = {rule: sum(len(build_comparisons(r.prompt, r.responses, rubric, HeuristicFilter(), length_rule=rule)[0])
+                      for r in responses) for rule in (True, False)}
+    assert ablation["length_rule"] is False and ablation["removed_length_rule"] == 0
+    assert ablation["kept"] == kept[False] > kept[True]
     assert [row["n"] for row in report["rm_ceiling"]["rm_policy"]["best_of_n_oracle"]] == [1, 2, 4]
     assert report["rm_ceiling"]["rm_oracle"]["training_pairs"] > 0
     assert len(report["ppo_training"]["ppo_gold"]["curve"]["oracle_score"]) > 0  # the oracle instrument logged
