@@ -10,8 +10,8 @@ from almost.sandbox.pipeline import RUNS
 def test_gold_stages_rerun_the_reward_using_stages_with_the_oracle_configs():
     stages = {s.name: s for s in gold.stages()}
     assert list(stages) == ["gold/rmsp", "gold/sft_rmsp", "gold/ppo", "gold/ppo_vanilla", "gold/ppo_rm_long",
-                            "gold/comparisons_oracle", "gold/rm_oracle", "gold/comparisons_no_length_rule",
-                            "gold/rm_no_length_rule", "gold/policy_samples", "gold/policy_pairs", "gold/rm_policy",
+                            "gold/comparisons_oracle", "gold/rm_oracle", "gold/comparisons_length_rule",
+                            "gold/rm_length_rule", "gold/policy_samples", "gold/policy_pairs", "gold/rm_policy",
                             "gold/report"]
     assert "configs/sandbox/gold/ppo.yaml" in stages["gold/ppo"].command
     assert stages["gold/ppo"].checkpoint == RUNS / "gold/ppo/checkpoints/last.ckpt"
@@ -29,13 +29,13 @@ def test_gold_stages_rerun_the_reward_using_stages_with_the_oracle_configs():
     assert RUNS / "gold/data/policy_samples.jsonl" in stages["gold/policy_pairs"].inputs
     assert RUNS / "gold/data/policy_pairs.jsonl" in stages["gold/rm_policy"].inputs
     assert RUNS / "data/ppo_prompts.jsonl" in stages["gold/ppo"].inputs  # PPO's prompts, in the held-out mix
-    # the length rule's ablation: the comparisons job on the same responses, and rm.yaml's run on its pairs
-    ablation = stages["gold/comparisons_no_length_rule"]
-    assert "configs/sandbox/gold/comparisons_no_length_rule.yaml" in ablation.command
+    # the paper's length rule: the comparisons job on the same responses with it, and rm.yaml's run on its pairs
+    ablation = stages["gold/comparisons_length_rule"]
+    assert "configs/sandbox/gold/comparisons_length_rule.yaml" in ablation.command
     assert {RUNS / "data/responses.jsonl", Path("configs/sandbox/comparisons.yaml")} <= set(ablation.inputs)
-    assert RUNS / "gold/data/comparisons_no_length_rule.jsonl" in stages["gold/rm_no_length_rule"].inputs
+    assert RUNS / "gold/data/comparisons_length_rule.jsonl" in stages["gold/rm_length_rule"].inputs
     assert {RUNS / "gold/rm_oracle/hf/config.json", RUNS / "gold/rm_policy/hf/config.json",
-            RUNS / "gold/rm_no_length_rule/hf/config.json"} <= set(stages["gold/report"].inputs)
+            RUNS / "gold/rm_length_rule/hf/config.json"} <= set(stages["gold/report"].inputs)
 
 
 def fake_report() -> dict:

@@ -54,14 +54,15 @@ def test_tiny_gold_controls_run_after_the_pipeline_and_report(tmp_path, monkeypa
         assert all(p.exists() for p in stage.outputs), stage.name
     report = json.loads((gold.OUT / "report.json").read_text())
     assert {"best_of_n", "rm_ceiling", "policies", "demonstrations", "ppo_training", "wall_seconds"} <= set(report)
-    assert set(report["rm_ceiling"]) == {"rm", "rm_oracle", "rm_policy", "rm_no_length_rule"}
-    # the ablation post-validates the same responses and keeps the pairs the length rule would remove as well
-    ablation = json.loads((gold.OUT / "data/comparisons_no_length_rule.stats.json").read_text())
+    assert set(report["rm_ceiling"]) == {"rm", "rm_oracle", "rm_policy", "rm_length_rule"}
+    # the method's comparisons skip the length rule; the instrument post-validates the same responses with it
+    method = json.loads(Path("runs/sandbox/data/comparisons.stats.json").read_text())
+    ablation = json.loads((gold.OUT / "data/comparisons_length_rule.stats.json").read_text())
     rubric, responses = Rubric.parse(ablation["rubric"]), load_jsonl("runs/sandbox/data/responses.jsonl", Responses)
     kept = {rule: sum(len(build_comparisons(r.prompt, r.responses, rubric, HeuristicFilter(), length_rule=rule)[0])
                       for r in responses) for rule in (True, False)}
-    assert ablation["length_rule"] is False and ablation["removed_length_rule"] == 0
-    assert ablation["kept"] == kept[False] > kept[True]
+    assert method["length_rule"] is False and method["removed_length_rule"] == 0
+    assert ablation["length_rule"] is True and ablation["kept"] == kept[True] < kept[False]
     assert [row["n"] for row in report["rm_ceiling"]["rm_policy"]["best_of_n_oracle"]] == [1, 2, 4]
     assert report["rm_ceiling"]["rm_oracle"]["training_pairs"] > 0
     assert len(report["ppo_training"]["ppo_gold"]["curve"]["oracle_score"]) > 0  # the oracle instrument logged

@@ -10,7 +10,8 @@ Prints four tables for a finished pipeline run, all judged by the oracle (evalua
 2. **comparisons**: for each family, the synthetic pairs of the responses job as the comparisons stage forms
    them (rubric and heuristic filter of ``configs/sandbox/comparisons.yaml``), with the oracle's verdict on
    the chosen response (agree / tie / disagree): those the heuristic filter removes for a bad response or
-   identical texts, those the length rule removes, and those kept; then the same for the pairs of two
+   identical texts, those the paper's length rule would remove (``comparisons.yaml`` leaves it out; "kept" here
+   is what it would keep), and those kept; then the same for the pairs of two
    configurations with the same prompt style (they differ in model size or shots only);
 3. **reward model**: its agreement with the oracle on the report's held-out response pairs, by family;
 4. **what the reward model rewards**: for each family, the answers each corpus style gives to the held-out

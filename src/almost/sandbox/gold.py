@@ -11,9 +11,9 @@ own stages. Stages: RMSP with the oracle keeping the best of N (``gold/rmsp``), 
 vanilla M model, a weak start with room to climb (``gold/ppo_vanilla``: does the machinery climb?), PPO against the
 reward model past the main run's KL budget (``gold/ppo_rm_long``: the RM's over-optimization curve), the reward
 model's ceiling (``gold/rm_oracle``: ``rm.yaml`` on the synthetic pairs ordered by the oracle; ``gold/rm_policy``: on
-oracle-ordered pairs of SFT-RMSP's own samples, ``almost.sandbox.gold_labels``), the length rule's ablation
-(``gold/rm_no_length_rule``: ``rm.yaml`` on the comparisons post-validated without the length rule; no oracle, but
-not the method), and the report
+oracle-ordered pairs of SFT-RMSP's own samples, ``almost.sandbox.gold_labels``), the paper's length rule,
+which the sandbox's method leaves out (``gold/rm_length_rule``: ``rm.yaml`` on the comparisons post-validated with
+it; no oracle), and the report
 (``almost.sandbox.gold_report``: ``runs/sandbox/gold/report.{json,md}`` and ``best_of_n.png``). Stages run, skip
 and resume as the main pipeline's do (``almost.sandbox.pipeline.run_stages``); wall-clock seconds are kept in
 ``runs/sandbox/gold/wall_seconds.json``.
@@ -45,7 +45,7 @@ def labels(out: Path, option: str, source: Path) -> Stage:
 def stages() -> list[Stage]:
     world, queries, prompts = WORLD / "world.json", DATA / "queries.jsonl", DATA / "ppo_prompts.jsonl"
     gold_rmsp, samples = OUT / "data" / "rmsp.jsonl", OUT / "data" / "policy_samples.jsonl"
-    no_length_rule = OUT / "data" / "comparisons_no_length_rule.jsonl"
+    length_rule = OUT / "data" / "comparisons_length_rule.jsonl"
     return [
         job("gold/rmsp", (_hf("pretrain_l"), world, queries, SANDBOX_CODE / "prompts.py"), gold_rmsp, "rmsp"),
         fit("gold/sft_rmsp", (gold_rmsp, _hf("pretrain_m")), (_hf("gold/sft_rmsp"),), "sft_rmsp"),
@@ -56,9 +56,8 @@ def stages() -> list[Stage]:
         labels(OUT / "data" / "comparisons_oracle.jsonl", "--comparisons", DATA / "comparisons.jsonl"),
         fit("gold/rm_oracle", (OUT / "data" / "comparisons_oracle.jsonl", _hf("pretrain_m")), (_hf("gold/rm_oracle"),),
             "rm"),
-        job("gold/comparisons_no_length_rule", (DATA / "responses.jsonl",), no_length_rule, "comparisons"),
-        fit("gold/rm_no_length_rule", (no_length_rule, _hf("pretrain_m")),
-            (_hf("gold/rm_no_length_rule"),), "rm"),
+        job("gold/comparisons_length_rule", (DATA / "responses.jsonl",), length_rule, "comparisons"),
+        fit("gold/rm_length_rule", (length_rule, _hf("pretrain_m")), (_hf("gold/rm_length_rule"),), "rm"),
         job("gold/policy_samples", (_hf("sft_rmsp"), queries), samples, "raft"),
         labels(OUT / "data" / "policy_pairs.jsonl", "--samples", samples),
         fit("gold/rm_policy", (OUT / "data" / "policy_pairs.jsonl", _hf("pretrain_m")), (_hf("gold/rm_policy"),),
@@ -66,7 +65,7 @@ def stages() -> list[Stage]:
         Stage("gold/report", (sys.executable, "-m", "almost.sandbox.gold_report", "--runs", str(RUNS)),
               (_hf("gold/sft_rmsp"), _hf("gold/ppo"), _hf("gold/ppo_vanilla"), _hf("gold/ppo_rm_long"),
                _hf("sft_rmsp"), _hf("ppo"),
-               _hf("gold/rm_oracle"), _hf("gold/rm_policy"), _hf("gold/rm_no_length_rule"),
+               _hf("gold/rm_oracle"), _hf("gold/rm_policy"), _hf("gold/rm_length_rule"),
                DATA / "rmsp.jsonl",
                DATA / "selfplay.jsonl", SANDBOX_CODE / "gold_report.py"),
               (OUT / "report.json", OUT / "report.md", OUT / "best_of_n.png")),

@@ -10,8 +10,9 @@ On the world's held-out queries (no stage trains on them), judged by the oracle:
   (``almost.evaluation.overoptimization``), with standard errors over queries;
 - ``rm_ceiling``: the reward model against two trained on oracle labels (``gold/rm_oracle``: the same pairs;
   ``gold/rm_policy``: pairs of SFT-RMSP's own samples) and one trained on the synthetic comparisons post-validated
-  without the length rule (``gold/rm_no_length_rule``, an ablation of the method): agreement with the oracle on
-  the main report's held-out pairs, validation accuracy, and the oracle score of each one's choice among N SFT samples;
+  with the paper's length rule (``gold/rm_length_rule``; the sandbox's method leaves it out): agreement with the
+  oracle on the main report's held-out pairs, validation accuracy, and the oracle score of each one's choice
+  among N SFT samples;
 - ``policies``: SFT on RMSP and PPO, each with the reward model and with the gold reward (the oracle selecting
   RMSP's demonstrations; the oracle as PPO's reward), PPO against the reward model past its KL budget, and gold PPO
   from the vanilla M model beside its start:
@@ -54,10 +55,10 @@ CURVE = ("val/kl", "val/score", "val/oracle_score")  # PPO's validations, in ord
 REWARD_MODELS = {"rm": ("rm", "data/comparisons.jsonl"),
                  "rm_oracle": ("gold/rm_oracle", "gold/data/comparisons_oracle.jsonl"),
                  "rm_policy": ("gold/rm_policy", "gold/data/policy_pairs.jsonl"),
-                 "rm_no_length_rule": ("gold/rm_no_length_rule", "gold/data/comparisons_no_length_rule.jsonl")}
+                 "rm_length_rule": ("gold/rm_length_rule", "gold/data/comparisons_length_rule.jsonl")}
 RM_NAMES = {"rm": "synthetic comparisons (the method's RM)", "rm_oracle": "the same pairs, ordered by the oracle",
             "rm_policy": "SFT-RMSP's own samples, ordered by the oracle",
-            "rm_no_length_rule": "the synthetic comparisons without the length rule (ablation; no oracle)"}
+            "rm_length_rule": "the synthetic comparisons with the paper's length rule (no oracle)"}
 NAMES = {"sft_rmsp": "SFT on RMSP (RM selects)", "sft_rmsp_gold": "SFT on RMSP (oracle selects)",
          "ppo": "PPO from SFT (RM reward, KL budget)", "ppo_rm_long": "PPO from SFT (RM reward, no KL budget)",
          "ppo_gold": "PPO from SFT (oracle reward)",
@@ -217,7 +218,7 @@ def markdown(r: dict) -> str:
         "| N | KL | RM selects: oracle | RM selects: RM score | oracle selects: oracle |", "|---|---|---|---|---|",
         *[f"| {a['n']} | {a['kl']:.3f} | {a['mean']:.3f} +- {_f(a['se'])} | {b['mean']:.3f} +- {_f(b['se'])} | "
           f"{c['mean']:.3f} +- {_f(c['se'])} |" for a, b, c in rows], "",
-        "## The reward model's ceiling: trained on oracle labels, and without the length rule", "",
+        "## The reward model's ceiling: trained on oracle labels, and with the paper's length rule", "",
         "| reward model trained on | pairs | val accuracy | agreement with the oracle (held-out) | longer wins | "
         "its choice of 4 SFT samples (oracle) | of 16 |", "|---|---|---|---|---|---|---|",
         *[f"| {RM_NAMES[k]} | {v['training_pairs']} | {_f(v['val_accuracy'])} | {_f(v['oracle_pair_accuracy'])} "

@@ -76,11 +76,9 @@ FINDINGS_GOLD = {
     "rm_best_of_16_>_best_of_1": ("best_of_n.rm_selects.oracle.4.mean", "best_of_n.rm_selects.oracle.0.mean", 0.0),
     "rm_on_oracle_labels_agrees_more_than_rm": ("rm_ceiling.rm_oracle.oracle_pair_accuracy",
                                                 "rm_ceiling.rm.oracle_pair_accuracy", 0.0),
-    # the length rule's ablation (no oracle): the method's RM criteria met by an RM trained without the rule
-    "rm_without_the_length_rule_agrees_>=0.75": ("rm_ceiling.rm_no_length_rule.oracle_pair_accuracy", 0.75, 0.0),
-    "rm_without_the_length_rule_beats_length_baseline_by_0.10": (
-        "rm_ceiling.rm_no_length_rule.oracle_pair_accuracy", "rm_ceiling.rm_no_length_rule.length_baseline_accuracy",
-        0.10),
+    # the paper's length rule, which the sandbox's comparisons leave out (no oracle): what it costs the RM
+    "rm_>_rm_with_the_length_rule": ("rm_ceiling.rm.oracle_pair_accuracy",
+                                     "rm_ceiling.rm_length_rule.oracle_pair_accuracy", 0.0),
     "rm_on_policy_pairs_best_of_4_>_best_of_1": ("rm_ceiling.rm_policy.best_of_n_oracle.2.mean",
                                                  "rm_ceiling.rm_policy.best_of_n_oracle.0.mean", 0.0),
 }
