@@ -28,7 +28,8 @@ class ComparisonJob(GenerationJob):
         heuristic: the rules that drop bad responses (``almost.feedback.HeuristicFilter``).
         scorer: the as-is RM filter's judge: any ``almost.scorers.Scorer``, or a saved reward model's directory
             (None: no RM filter). A pair is kept only if the chosen response scores higher.
-        length_rule: apply the length rule (False: the ablation that keeps the pairs it would remove).
+        length_rule: apply the paper's length rule (False keeps the pairs it would remove; the sandbox's
+            ``configs/sandbox/comparisons.yaml`` says why it does).
         output, seed: see ``GenerationJob`` (the job samples nothing; the seed is unused).
     """
 

@@ -245,9 +245,9 @@ def build_comparisons(query: str, responses: Mapping[str, str], rubric: Rubric, 
 
     1. check every response with ``heuristic``; 2. form pairs with ``rubric`` (:func:`form_pairs`);
     3. remove pairs with a dropped response, and pairs whose two responses are the same text (ignoring
-    surrounding whitespace: they state no preference); 4. remove pairs failing the length rule, with the threshold
-    from the query's valid responses (skipped when ``length_rule`` is False: the ablation); 5. if ``rm_agrees`` is given, keep a pair only if
-    ``rm_agrees(query, chosen, rejected)`` (called only for pairs that survived 3 and 4).
+    surrounding whitespace: they state no preference); 4. unless ``length_rule`` is False, remove pairs failing the
+    length rule, with the threshold from the query's valid responses; 5. if ``rm_agrees`` is given, keep a pair only
+    if ``rm_agrees(query, chosen, rejected)`` (called only for pairs that survived 3 and 4).
     Comparisons hold the query and responses verbatim (not stripped); each one's meta is
     ``{"chosen_config": ..., "rejected_config": ...}``.
     """
