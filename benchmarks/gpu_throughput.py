@@ -6,8 +6,9 @@ model-FLOPs utilisation, and rollout decoding against the memory-bandwidth bound
 
 Training runs our LightningModules under the Lightning Trainer (``RewardModelModule``, ``SFTModule``) on fixed-length
 random token batches; MFU = 6 x params x tokens per second / the device's dense bf16 peak. Decoding runs
-``generate`` of the same model in bf16 with the KV cache; the bound is one read of every weight and of the KV
-cache per decoding step. Prints a markdown table; copy it into ``benchmarks/RESULTS.md`` with date and device.
+``generate`` of the same model in bf16 with the KV cache (what the generation jobs and PPO's rollouts call), then the
+same sampling in a plain loop (``plain_decode``); the bound is one read of every weight and of the KV cache per
+decoding step. Prints a markdown table; copy it into ``benchmarks/RESULTS.md`` with date and device.
 """
 
 from __future__ import annotations
@@ -88,8 +89,20 @@ def train_seconds(kind: str, source: dict, args, vocab_size: int) -> tuple[float
     return statistics.median(steps), sum(p.numel() for p in module.net.parameters())
 
 
-def decode_tokens_per_second(source: dict, args, vocab_size: int) -> tuple[float, float]:
-    """Generated tokens/s of ``generate`` (bf16, KV cache, no early stop) and the bandwidth bound of that rate."""
+def plain_decode(model, prompts: torch.Tensor, new_tokens: int) -> None:
+    """The same sampling as ``generate(do_sample=True, top_k=0)`` without its machinery: one forward a token over
+    a ``DynamicCache``, ``multinomial`` of the softmax. What ``generate`` spends beyond it per step is its own."""
+    from transformers import DynamicCache
+
+    output = model(prompts, past_key_values=DynamicCache(), use_cache=True)
+    for _ in range(new_tokens):
+        token = torch.multinomial(output.logits[:, -1].float().softmax(-1), 1)
+        output = model(token, past_key_values=output.past_key_values, use_cache=True)
+
+
+def decode_tokens_per_second(source: dict, args, vocab_size: int) -> tuple[float, float, float]:
+    """Generated tokens/s of ``generate`` (bf16, KV cache, no early stop) and of ``plain_decode``, and the bandwidth
+    bound of that rate."""
     from almost.models import ModelSource, build_causal_lm, load_tokenizer
 
     model_source = ModelSource(**{**source, "dtype": "bfloat16"})
@@ -105,13 +118,20 @@ def decode_tokens_per_second(source: dict, args, vocab_size: int) -> tuple[float
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
+        plain_decode(model, prompts, 4)  # warm-up
+        start = time.perf_counter()
+        plain_decode(model, prompts, args.new_tokens)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        plain_seconds = time.perf_counter() - start
     config = model.config
     weight_bytes = 2 * sum(p.numel() for p in model.parameters())
     kv_heads = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
     mean_context = args.prompt_length + args.new_tokens / 2  # KV entries read per row per step, on average
     kv_bytes = 2 * 2 * config.num_hidden_layers * kv_heads * mean_context * args.decode_batch
     bandwidth = device_peaks()[1]
-    return args.decode_batch * args.new_tokens / seconds, args.decode_batch * bandwidth / (weight_bytes + kv_bytes)
+    tokens = args.decode_batch * args.new_tokens
+    return tokens / seconds, tokens / plain_seconds, args.decode_batch * bandwidth / (weight_bytes + kv_bytes)
 
 
 def device_peaks() -> tuple[float, float]:
@@ -152,9 +172,12 @@ def main() -> None:
             mfu = 6 * params * tokens / seconds / peak_flops
             print(f"| {kind} train | {params / 1e9:.2f}B | {tokens} | {seconds:.3f} | {tokens / seconds:.0f} | "
                   f"{100 * mfu:.0f}% |", flush=True)
-        rate, bound = decode_tokens_per_second(source, args, args.vocab_size)
-        print(f"\ndecode: batch {args.decode_batch}, prompt {args.prompt_length}, {args.new_tokens} new tokens: "
-              f"{rate:.0f} tokens/s = {100 * rate / bound:.0f}% of the bandwidth bound ({bound:.0f} tokens/s)")
+        generate_rate, plain_rate, bound = decode_tokens_per_second(source, args, args.vocab_size)
+        rates = {"generate": generate_rate, "plain loop": plain_rate}
+        print(f"\ndecode: batch {args.decode_batch}, prompt {args.prompt_length}, {args.new_tokens} new tokens")
+        for name, rate in rates.items():
+            print(f"  {name}: {rate:.0f} tokens/s, {1000 * args.decode_batch / rate:.1f} ms/step = "
+                  f"{100 * rate / bound:.1f}% of the bandwidth bound ({bound:.0f} tokens/s)")
 
 
 if __name__ == "__main__":
