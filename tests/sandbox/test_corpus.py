@@ -139,7 +139,8 @@ def test_only_careful_writers_ask_which_one_and_only_some_of_the_time(world, doc
                 guessers = ("wrong", "rude", "compliant", "fabricating")
                 assert parts["no_fabrication"] == (0.0 if document.style in guessers else 1.0), document.style
     assert len(asked["careful"]) > 150
-    assert abs(mean(asked["careful"]) - CLARIFY_RATE) < 0.1
+    n = len(asked["careful"])
+    assert abs(mean(asked["careful"]) - CLARIFY_RATE) < 3 * (CLARIFY_RATE * (1 - CLARIFY_RATE) / n) ** 0.5
     assert all(sum(values) == 0 for style, values in asked.items() if style != "careful") and asked["terse"]
 
 
