@@ -245,3 +245,23 @@ def test_pretraining_runs_in_fp32_where_the_cpu_emulates_bf16(tmp_path, monkeypa
     pipeline.run(extra={"pretrain_m": ["--seed_everything=3"]})  # a --set of the same stage keeps the fallback
     assert "--trainer.precision=32-true --seed_everything=3" in capsys.readouterr().out
     assert pipeline.precision_fallback(pipeline.stages(), force=False) == {}  # up to date: nothing to say
+
+
+@pytest.mark.parametrize("bf16_ms, fp32_ms, slow", [
+    ([0.3, 3.0, 0.3, 0.3, 0.3], [0.2, 0.2, 2.0, 0.2, 0.2], False),  # a busy host: bf16 a little slower, spikes
+    ([0.04, 0.05, 0.04, 0.9, 0.04], [0.2, 0.2, 0.2, 0.2, 0.2], False),  # bf16 instructions: faster
+    ([9.0, 9.1, 9.0, 9.2, 9.0], [0.2, 0.2, 0.3, 0.2, 0.2], True),  # emulated: about 45x slower
+])
+def test_the_bf16_check_needs_a_clear_margin(monkeypatch, bf16_ms, fp32_ms, slow):
+    """cpu_bf16_is_slow compares the fastest of its timings with a 2x margin, so noise does not flip it."""
+    durations = iter([ms / 1000 for ms in bf16_ms + fp32_ms])
+    clock = {"now": 0.0, "started": False}
+
+    def fake_perf_counter() -> float:
+        if clock["started"]:
+            clock["now"] += next(durations)
+        clock["started"] = not clock["started"]
+        return clock["now"]
+
+    monkeypatch.setattr(pipeline.time, "perf_counter", fake_perf_counter)
+    assert pipeline.cpu_bf16_is_slow() is slow
