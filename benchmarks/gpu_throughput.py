@@ -108,22 +108,11 @@ def decode_tokens_per_second(source: dict, args, vocab_size: int) -> tuple[float
     model_source = ModelSource(**{**source, "dtype": "bfloat16"})
     model = build_causal_lm(model_source, load_tokenizer(model_source)).to(args.device).eval()
     prompts = torch.randint(4, vocab_size, (args.decode_batch, args.prompt_length), device=args.device)
-    options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=True, top_k=0)
     with torch.no_grad():
-        model.generate(prompts, **{**options, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model.generate(prompts, **options)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        plain_decode(model, prompts, 4)  # warm-up
-        start = time.perf_counter()
-        plain_decode(model, prompts, args.new_tokens)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        plain_seconds = time.perf_counter() - start
+        options = dict(do_sample=True, top_k=0)
+        seconds = _seconds(lambda n: model.generate(prompts, max_new_tokens=n, min_new_tokens=n, **options),
+                           args.new_tokens)
+        plain_seconds = _seconds(lambda n: plain_decode(model, prompts, n), args.new_tokens)
     config = model.config
     weight_bytes = 2 * sum(p.numel() for p in model.parameters())
     kv_heads = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
@@ -132,6 +121,18 @@ def decode_tokens_per_second(source: dict, args, vocab_size: int) -> tuple[float
     bandwidth = device_peaks()[1]
     tokens = args.decode_batch * args.new_tokens
     return tokens / seconds, tokens / plain_seconds, args.decode_batch * bandwidth / (weight_bytes + kv_bytes)
+
+
+def _seconds(decode, new_tokens: int) -> float:
+    """Wall seconds of ``decode(new_tokens)`` after a 4-token warm-up, the device idle before and after."""
+    decode(4)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    decode(new_tokens)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def device_peaks() -> tuple[float, float]:
@@ -173,9 +174,8 @@ def main() -> None:
             print(f"| {kind} train | {params / 1e9:.2f}B | {tokens} | {seconds:.3f} | {tokens / seconds:.0f} | "
                   f"{100 * mfu:.0f}% |", flush=True)
         generate_rate, plain_rate, bound = decode_tokens_per_second(source, args, args.vocab_size)
-        rates = {"generate": generate_rate, "plain loop": plain_rate}
         print(f"\ndecode: batch {args.decode_batch}, prompt {args.prompt_length}, {args.new_tokens} new tokens")
-        for name, rate in rates.items():
+        for name, rate in (("generate", generate_rate), ("plain loop", plain_rate)):
             print(f"  {name}: {rate:.0f} tokens/s, {1000 * args.decode_batch / rate:.1f} ms/step = "
                   f"{100 * rate / bound:.1f}% of the bandwidth bound ({bound:.0f} tokens/s)")
 
