@@ -63,11 +63,11 @@ MISCONCEPTION_STYLES = ("wrong", "rude", "fabricating")
 MISCONCEPTION_RATE = 0.35  # chance that a kb_fact question in those styles is a misconception
 FOLLOW_UP_RATE = 0.3  # chance that a kb_fact question is followed by one about the entity it named
 EXCHANGES_PER_DOCUMENT = (2, 5)
-# Chance that a careful answer to a clarify question asks which one is meant. SFT on RMSP then asks about 3 times in
-# 4, leaving gold PPO less than 0.05 to win back; 0.18 (with 40% clarify questions) gave it more but made RMSP's lead
-# over self-play and the baselines' order unreliable, and at 0.10 baseline A almost never asked (FINDINGS.md,
-# 2026-12-04, fifth session).
-CLARIFY_RATE = 0.25
+# Chance that a careful answer to a clarify question asks which one is meant, measured with 40% clarify questions
+# (build's default). At 0.25 SFT on RMSP asked about 3 times in 4, leaving gold PPO less than 0.05 to win back; at
+# 0.18 RMSP's lead over self-play and the baselines' order were unreliable; at 0.10 baseline A almost never asked.
+# At 0.22 both the gold control and the paper's findings hold (FINDINGS.md, 2026-12-04, sixth session).
+CLARIFY_RATE = 0.22
 
 HELPFUL_SENTENCES = {
     "plus": "{a} plus {b} is {value}.", "minus": "{a} minus {b} is {value}.", "times": "{a} times {b} is {value}.",
