@@ -304,8 +304,8 @@ def markdown(r: dict) -> str:
              "## Findings", "", "| finding | holds |", "|---|---|",
              *[f"| {k} | {'yes' if v else 'NO'} |" for k, v in r["findings"].items()], "",
              "The gold controls (the oracle in place of the reward model, over-optimization curves) are in "
-             "`runs/sandbox/gold/report.md` after `make gold`; every finding over three pretraining draws, with its standard "
-             "error, in `runs/seeds_pretraining/summary.md` after `make seeds`.", "",
+             "`runs/sandbox/gold/report.md` after `make gold`; every finding over three pretraining draws, with its "
+             "standard error, in `runs/seeds_pretraining/summary.md` after `make seeds`.", "",
              *why_rows(r, BEST_OF_N),
              "## Wall-clock seconds", "", "| stage | s |", "|---|---|",
              *[f"| {k} | {v:.0f} |" for k, v in r["wall_seconds"].items()]]
